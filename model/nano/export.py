@@ -1,0 +1,288 @@
+"""Bundle export: one ONNX graph per role, tables as raw tensors, tokenizer, manifest, golden references.
+
+Bundle layout (the contract the runtime's manifest schema checks, shared/src/manifest.ts):
+  manifest.json, tokenizer.json, graphs/*.onnx, tables/*.bin (float32 little-endian),
+  golden/golden.json (+ golden/*.bin, *.png): PyTorch outputs the TypeScript stack must reproduce.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import batching as B
+from . import tasks as T
+from . import world as W
+from .infer import Runner, initial_noise
+from .model import IMAGE_MEAN, IMAGE_STD, VisionLLMv2Nano
+from .tokenizer import SPECIAL_TOKENS, Tokenizer
+
+OPSET = 14
+CHAT_TEMPLATE = (
+    "{{ system_prompt }}"
+    "{% for message in messages %}"
+    "{% if message.role == 'user' %} USER: {{ message.content }} ASSISTANT:"
+    "{% elif message.role == 'assistant' %} {{ message.content }}</s>{% endif %}"
+    "{% endfor %}"
+)
+
+
+class LLMExport(torch.nn.Module):
+    def __init__(self, llm, layers: int):
+        super().__init__()
+        self.llm = llm
+        self.layers = layers
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        logits, hidden, present = self.llm(inputs_embeds, attention_mask, position_ids, list(past))
+        return (logits, hidden, *present)
+
+
+class Call(torch.nn.Module):
+    """Wraps a module whose forward already has the graph's signature."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def graph_specs(model: VisionLLMv2Nano) -> dict:
+    c = model.c
+    d, hd, h = c.llm_dim, c.llm_dim // c.llm_heads, c.llm_heads
+    g = torch.Generator().manual_seed(0)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g)
+
+    pixels = rnd(1, 3, c.image_size, c.image_size).clamp(-1, 1)
+    levels = rnd(1, 3, c.grid * c.grid, c.vit_dim)
+    past_names = [f"past_key_values.{i}.{kv}" for i in range(c.llm_layers) for kv in ("key", "value")]
+    present_names = [f"present.{i}.{kv}" for i in range(c.llm_layers) for kv in ("key", "value")]
+    past = [rnd(1, h, 3, hd) for _ in past_names]
+    dyn_past = {n: {0: "batch", 2: "past_sequence"} for n in past_names}
+    dyn_present = {n: {0: "batch", 2: "total_sequence"} for n in present_names}
+    region_mask = torch.zeros(1, 1, c.image_size, c.image_size)
+    region_mask[..., 40:70, 30:60] = 1
+    return {
+        "vision_encoder": (Call(model.vision), (pixels,), ["pixel_values"], ["image_features", "vision_levels"],
+                           {"pixel_values": {0: "batch"}, "image_features": {0: "batch"}, "vision_levels": {0: "batch"}}),
+        "projector": (Call(model.projector), (rnd(1, c.grid * c.grid, c.vit_dim),), ["image_features"], ["image_embeds"],
+                      {"image_features": {0: "batch"}, "image_embeds": {0: "batch"}}),
+        "region_encoder": (Call(model.region), (pixels, region_mask, levels), ["pixel_values", "region_mask", "vision_levels"],
+                           ["region_embeds"], {k: {0: "batch"} for k in ["pixel_values", "region_mask", "vision_levels", "region_embeds"]}),
+        "llm": (LLMExport(model.llm, c.llm_layers),
+                (rnd(1, 5, d), torch.ones(1, 8, dtype=torch.long), torch.arange(3, 8)[None], *past),
+                ["inputs_embeds", "attention_mask", "position_ids", *past_names],
+                ["logits", "last_hidden_state", *present_names],
+                {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
+                 "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"},
+                 "last_hidden_state": {0: "batch", 1: "sequence"}, **dyn_past, **dyn_present}),
+        "superlink_perception": (Call(model.perception_link), (rnd(2, c.perception_queries, d),), ["query_states"], ["class_embeddings"],
+                                 {"query_states": {0: "groups"}, "class_embeddings": {0: "groups"}}),
+        "superlink_pose": (Call(model.pose_link), (rnd(2, c.perception_queries, d),), ["query_states"], ["class_embeddings"],
+                           {"query_states": {0: "groups"}, "class_embeddings": {0: "groups"}}),
+        "superlink_generation": (Call(model.generation_link), (rnd(1, c.gen_queries, d),), ["query_states"], ["conditioning"],
+                                 {"query_states": {0: "batch"}, "conditioning": {0: "batch"}}),
+        "superlink_editing": (Call(model.editing_link), (rnd(1, c.gen_queries, d),), ["query_states"], ["conditioning"],
+                              {"query_states": {0: "batch"}, "conditioning": {0: "batch"}}),
+        "perception_decoder": (Call(model.perception_decoder), (pixels, levels, rnd(1, c.link_dim)),
+                               ["pixel_values", "vision_levels", "class_embedding"], ["pred_logits", "pred_boxes", "pred_masks"],
+                               {k: {0: "batch"} for k in ["pixel_values", "vision_levels", "class_embedding", "pred_logits", "pred_boxes", "pred_masks"]}),
+        "pose_decoder": (Call(model.pose_decoder), (pixels, levels, rnd(1, c.link_dim), rnd(1, c.num_keypoints, c.link_dim)),
+                         ["pixel_values", "vision_levels", "person_embedding", "keypoint_embeddings"],
+                         ["pred_logits", "pred_boxes", "pred_keypoints", "keypoint_scores"],
+                         {k: {0: "batch"} for k in ["pixel_values", "vision_levels", "person_embedding", "keypoint_embeddings",
+                                                     "pred_logits", "pred_boxes", "pred_keypoints", "keypoint_scores"]}),
+        "generator": (Call(model.generator), (rnd(1, 3, c.gen_res, c.gen_res), torch.tensor([0.3]), rnd(1, c.gen_queries, c.gen_dim)),
+                      ["sample", "timestep", "conditioning"], ["velocity"],
+                      {k: {0: "batch"} for k in ["sample", "timestep", "conditioning", "velocity"]}),
+        "editor": (Call(model.editor), (rnd(1, 3, c.gen_res, c.gen_res), torch.tensor([0.3]), rnd(1, c.gen_queries, c.gen_dim),
+                                        rnd(1, 3, c.gen_res, c.gen_res)),
+                   ["sample", "timestep", "conditioning", "source_image"], ["velocity"],
+                   {k: {0: "batch"} for k in ["sample", "timestep", "conditioning", "source_image", "velocity"]}),
+    }
+
+
+def sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_tensor(path: str, t: torch.Tensor | np.ndarray) -> dict:
+    arr = (t.detach().numpy() if isinstance(t, torch.Tensor) else t).astype(np.float32)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    arr.astype("<f4").tofile(path)
+    return {"shape": list(arr.shape), "dtype": "float32"}
+
+
+def png_b64(image: np.ndarray) -> str:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool = True, history_plot: str | None = None) -> None:
+    model.eval()
+    c = model.c
+    if os.path.exists(out):
+        for sub in ("graphs", "tables", "golden"):
+            shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+    os.makedirs(os.path.join(out, "graphs"), exist_ok=True)
+    graphs = {}
+    graph_checks = {}
+    with torch.no_grad():
+        for name, (module, args, inputs, outputs, dynamic) in graph_specs(model).items():
+            path = os.path.join(out, "graphs", f"{name}.onnx")
+            # nn.MultiheadAttention's eval fast path has no ONNX symbolic; train mode takes the
+            # composite path, and the model has no dropout or batch norm, so the graph is the same.
+            module.train()
+            torch.onnx.export(module, args, path, input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
+                              opset_version=OPSET, do_constant_folding=True, training=torch.onnx.TrainingMode.PRESERVE)
+            module.eval()
+            graphs[name] = {"file": f"graphs/{name}.onnx", "inputs": inputs, "outputs": outputs}
+            if golden:
+                results = module(*args)
+                results = results if isinstance(results, tuple) else (results,)
+                check = {"inputs": {}, "outputs": {}}
+                for n, t in zip(inputs, args):
+                    fname = f"golden/graphs/{name}/{n}.bin"
+                    meta = write_tensor(os.path.join(out, fname), t) if t.dtype != torch.long else None
+                    if t.dtype == torch.long:
+                        os.makedirs(os.path.dirname(os.path.join(out, fname)), exist_ok=True)
+                        t.numpy().astype("<i8").tofile(os.path.join(out, fname))
+                        meta = {"shape": list(t.shape), "dtype": "int64"}
+                    check["inputs"][n] = {"file": fname, **meta}
+                for n, t in zip(outputs, results):
+                    fname = f"golden/graphs/{name}/{n}.bin"
+                    check["outputs"][n] = {"file": fname, **write_tensor(os.path.join(out, fname), t)}
+                graph_checks[name] = check
+    tables = {}
+    for name, tensor in {"embed_tokens": model.llm.embed_tokens.weight, "perception_queries": model.perception_queries,
+                         "pose_queries": model.pose_queries, "generation_queries": model.generation_queries,
+                         "editing_queries": model.editing_queries}.items():
+        tables[name] = {"file": f"tables/{name}.bin", **write_tensor(os.path.join(out, "tables", f"{name}.bin"), tensor)}
+    tok.save(os.path.join(out, "tokenizer.json"))
+    if golden:
+        write_golden(model, tok, out, graph_checks)
+    manifest = {
+        "format": "visionllm-bundle",
+        "format_version": 1,
+        "model": {"id": "visionllm-v2-nano", "version": "1.0.0", "architecture": "visionllm-v2",
+                  "description": "VisionLLM v2-nano, trained on the nano world (NANO_WORLD.md v1)"},
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in c.to_dict().items()},
+        "preprocessing": {"image_size": c.image_size, "resize": "bilinear", "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD),
+                          "channel_order": "rgb", "layout": "nchw"},
+        "tokenizer": {"file": "tokenizer.json", "eos_token": "</s>", "pad_token": "<pad>"},
+        "chat_template": CHAT_TEMPLATE,
+        "system_prompt": T.SYSTEM,
+        "special_tokens": {"image": "<image>", "image_start": "<im_start>", "image_patch": "<im_patch>", "image_end": "<im_end>",
+                           "region": "<region>", "region_start": "<reg>", "region_end": "</reg>"},
+        "image_tokens": c.image_tokens,
+        "query_tokens": [t for t in SPECIAL_TOKENS if t.startswith("[EMB")],
+        "routing": {
+            "[DET]": {"table": "perception_queries", "link": "superlink_perception", "task": "detection"},
+            "[SEG]": {"table": "perception_queries", "link": "superlink_perception", "task": "segmentation"},
+            "[GRD]": {"table": "perception_queries", "link": "superlink_perception", "task": "grounding"},
+            "[POSE]": {"table": "pose_queries", "link": "superlink_pose", "task": "pose"},
+            "[GEN]": {"table": "generation_queries", "link": "superlink_generation", "task": "generation"},
+            "[EDIT]": {"table": "editing_queries", "link": "superlink_editing", "task": "editing"},
+        },
+        "keypoints": {"names": W.KEYPOINTS, "skeleton": [[W.KEYPOINTS.index(a), W.KEYPOINTS.index(b)] for a, b in W.SKELETON]},
+        "postprocess": {"score_threshold": 0.3, "mask_threshold": 0.0, "edit_delta_threshold": 0.15},
+        "generation": {"resolution": c.gen_res, "steps": 20, "output_size": 128, "noise": "mulberry32-box-muller"},
+        "limits": {"max_context": c.max_positions, "max_images": 1, "max_regions": 4, "max_new_tokens": 512},
+        "tasks": ["chat", "vqa", "caption", "region", "detection", "segmentation", "grounding", "pose", "generation", "editing"],
+        "graphs": graphs,
+        "tables": tables,
+    }
+    files = {}
+    for root, _, names in os.walk(out):
+        for n in sorted(names):
+            full = os.path.join(root, n)
+            rel = os.path.relpath(full, out)
+            if rel in ("manifest.json", "MODEL_CARD.md") or rel.startswith("card/"):
+                continue
+            files[rel] = {"sha256": sha256(full), "bytes": os.path.getsize(full)}
+    manifest["files"] = dict(sorted(files.items()))
+    with open(os.path.join(out, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1)
+    if history_plot and os.path.exists(history_plot):
+        os.makedirs(os.path.join(out, "card"), exist_ok=True)
+        shutil.copy(history_plot, os.path.join(out, "card", "loss_curves.png"))
+    total = sum(v["bytes"] for v in files.values())
+    print(f"bundle written to {out}: {len(files)} files, {total / 1e6:.1f} MB")
+
+
+GOLDEN_CASES = [
+    {"name": "detection", "question": "Detect every circle and person.", "scene_seed": 11},
+    {"name": "segmentation", "question": "Segment the red objects.", "scene_seed": 12},
+    {"name": "grounding", "question": "Where is the biggest shape?", "scene_seed": 13},
+    {"name": "pose", "question": "Estimate the pose of each person.", "scene_seed": 14, "people": 1},
+    {"name": "question", "question": "How many shapes are there?", "scene_seed": 15},
+    {"name": "region", "question": "What is in <reg>region1<region></reg>?", "scene_seed": 16, "region_of": 0},
+    {"name": "chat", "question": "What can you do?"},
+    {"name": "generation", "question": "Draw a red circle on the left and a blue square on the right.", "seed": 7},
+    {"name": "editing", "question": "Make the background beige.", "scene_seed": 17, "seed": 9},
+]
+
+
+def pack_mask(mask: np.ndarray) -> str:
+    return base64.b64encode(np.packbits(mask.astype(np.uint8).reshape(-1)).tobytes()).decode()
+
+
+def write_golden(model: VisionLLMv2Nano, tok: Tokenizer, out: str, graph_checks: dict) -> None:
+    runner = Runner(model, tok)
+    cases = []
+    for case in GOLDEN_CASES:
+        image = None
+        regions = []
+        if "scene_seed" in case:
+            rng = np.random.default_rng(case["scene_seed"])
+            scene = W.sample_scene(rng, n_people=case.get("people"))
+            image, masks = W.render(scene)
+            if "region_of" in case:
+                regions = [masks[case["region_of"]]]
+        turns = [(("<image>\n" if image is not None else "") + case["question"], "")]
+        ids, _ = B.encode_turns(tok, model.c, turns, with_last_answer=False)
+        seed = case.get("seed", 0)
+        result = runner.generate(turns, image, regions, max_new_tokens=160, seed=seed)
+        entry = {
+            "name": case["name"],
+            "question": case["question"],
+            "prompt_ids": ids,
+            "first_logits": [round(float(v), 6) for v in result.first_logits.tolist()],
+            "generated_ids": result.token_ids,
+            "text": result.text,
+            "groups": [{"routing": g.routing, "label": g.label} for g in result.groups],
+            "detections": [{"routing": d["routing"], "label": d["label"],
+                            "items": [{"score": it["score"], "box": it["box"], "mask": pack_mask(it["mask"])} for it in d["items"]]}
+                           for d in result.detections],
+            "poses": result.poses,
+            "seed": seed,
+        }
+        if image is not None:
+            entry["image_png"] = png_b64(image)
+        if regions:
+            entry["region_masks_png"] = [png_b64((regions[0] * 255).astype(np.uint8))]
+        if result.images:
+            entry["output_images_png"] = [png_b64(im) for im in result.images]
+            entry["initial_noise"] = initial_noise(seed, model.c.gen_res).flatten()[:8].tolist()
+        cases.append(entry)
+    os.makedirs(os.path.join(out, "golden"), exist_ok=True)
+    with open(os.path.join(out, "golden", "golden.json"), "w") as f:
+        json.dump({"cases": cases, "graphs": graph_checks, "tolerance": {"graph_abs": 1e-4, "logits_abs": 1e-3}}, f)

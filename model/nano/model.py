@@ -1,0 +1,522 @@
+"""VisionLLM v2-nano: every part of the full model, shrunk (../shared/VISIONLLM_V2.md).
+
+Each nn.Module below is exported as one ONNX graph (export.py); the wiring between them (splicing
+image, region and super-link query embeddings into the LLM sequence) is done by the caller, exactly
+as the TypeScript runtime does it. Shapes are commented as [batch, ...].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Config:
+    image_size: int = 128
+    patch: int = 8
+    vit_dim: int = 128
+    vit_layers: int = 3
+    vit_heads: int = 4
+    llm_dim: int = 192
+    llm_layers: int = 4
+    llm_heads: int = 6
+    llm_ffn: int = 512
+    vocab_size: int = 800
+    rope_theta: float = 10000.0
+    max_positions: int = 1024
+    perception_queries: int = 4
+    gen_queries: int = 16
+    link_dim: int = 256
+    dec_dim: int = 96
+    dec_layers: int = 2
+    pixel_dim: int = 64
+    num_keypoints: int = 11
+    gen_res: int = 32
+    gen_dim: int = 128
+    gen_channels: tuple[int, int, int] = (32, 64, 128)
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.grid // 2) ** 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SMOKE = Config(vit_dim=32, vit_layers=3, vit_heads=2, llm_dim=64, llm_layers=2, llm_heads=2, llm_ffn=128, link_dim=64,
+               dec_dim=32, dec_layers=1, pixel_dim=16, gen_dim=32, gen_channels=(8, 16, 32))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block (ViT, decoders, mapper); optional cross-attention."""
+
+    def __init__(self, dim: int, heads: int, cross: bool = False, ffn: int | None = None):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.cross = cross
+        if cross:
+            self.norm_c = nn.LayerNorm(dim)
+            self.cross_attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, ffn or dim * 2), nn.GELU(), nn.Linear(ffn or dim * 2, dim))
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm1(x)
+        q = h if pos is None else h + pos
+        x = x + self.attn(q, q, h, need_weights=False)[0]
+        if self.cross and memory is not None:
+            h = self.norm_c(x)
+            x = x + self.cross_attn(h if pos is None else h + pos, memory, memory, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+# ---------------------------------------------------------------- encoders
+
+
+class VisionEncoder(nn.Module):
+    """ViT. pixel_values [B,3,H,W] -> image_features [B,P,Dv] (second-to-last layer, CLIP-style),
+    vision_levels [B,3,P,Dv] (the last three layers, for the region encoder and the decoders)."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.patch = nn.Conv2d(3, c.vit_dim, c.patch, c.patch)
+        self.pos = nn.Parameter(torch.randn(1, c.grid * c.grid, c.vit_dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(c.vit_dim, c.vit_heads) for _ in range(c.vit_layers))
+        self.norm = nn.LayerNorm(c.vit_dim)
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.patch(pixel_values).flatten(2).transpose(1, 2) + self.pos
+        outs = []
+        for block in self.blocks:
+            x = block(x)
+            outs.append(x)
+        levels = torch.stack([outs[-3], outs[-2], self.norm(outs[-1])], dim=1)
+        return outs[-2], levels
+
+
+class Projector(nn.Module):
+    """image_features [B,P,Dv] -> image_embeds [B,P/4,D]: 2x2 neighbours concatenated, then Linear-GELU-Linear."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.grid = c.grid
+        self.net = nn.Sequential(nn.Linear(4 * c.vit_dim, c.llm_dim), nn.GELU(), nn.Linear(c.llm_dim, c.llm_dim))
+
+    def forward(self, image_features: torch.Tensor) -> torch.Tensor:
+        b, _, d = image_features.shape
+        g = self.grid
+        x = image_features.reshape(b, g // 2, 2, g // 2, 2, d).permute(0, 1, 3, 2, 4, 5).reshape(b, (g // 2) ** 2, 4 * d)
+        return self.net(x)
+
+
+class RegionEncoder(nn.Module):
+    """Image and binary mask stacked as 4 channels -> conv stack to the ViT grid, plus the last three
+    ViT levels, averaged inside the mask -> region_embeds [B,D]."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.grid = c.grid
+        self.convs = nn.Sequential(
+            nn.Conv2d(4, 32, 3, 2, 1), nn.GELU(), nn.Conv2d(32, 64, 3, 2, 1), nn.GELU(), nn.Conv2d(64, c.vit_dim, 3, 2, 1)
+        )
+        self.out = nn.Sequential(nn.Linear(c.vit_dim, c.llm_dim), nn.GELU(), nn.Linear(c.llm_dim, c.llm_dim))
+        self.patch = c.patch
+
+    def forward(self, pixel_values: torch.Tensor, region_mask: torch.Tensor, vision_levels: torch.Tensor) -> torch.Tensor:
+        b = pixel_values.shape[0]
+        feats = self.convs(torch.cat([pixel_values, region_mask], dim=1))  # [B,Dv,g,g]
+        levels = vision_levels.sum(dim=1).transpose(1, 2).reshape(b, -1, self.grid, self.grid)
+        feats = feats + levels
+        weights = F.avg_pool2d(region_mask, self.patch).flatten(1)  # [B,g*g]
+        weights = weights / (weights.sum(dim=1, keepdim=True) + 1e-6)
+        pooled = torch.einsum("bcp,bp->bc", feats.flatten(2), weights)
+        return self.out(pooled)
+
+
+# ---------------------------------------------------------------- LLM (LLaMA architecture)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+class LlamaLayer(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.heads = c.llm_heads
+        self.head_dim = c.llm_dim // c.llm_heads
+        self.input_norm = RMSNorm(c.llm_dim)
+        self.q_proj = nn.Linear(c.llm_dim, c.llm_dim, bias=False)
+        self.k_proj = nn.Linear(c.llm_dim, c.llm_dim, bias=False)
+        self.v_proj = nn.Linear(c.llm_dim, c.llm_dim, bias=False)
+        self.o_proj = nn.Linear(c.llm_dim, c.llm_dim, bias=False)
+        self.post_norm = RMSNorm(c.llm_dim)
+        self.gate = nn.Linear(c.llm_dim, c.llm_ffn, bias=False)
+        self.up = nn.Linear(c.llm_dim, c.llm_ffn, bias=False)
+        self.down = nn.Linear(c.llm_ffn, c.llm_dim, bias=False)
+
+    def forward(self, x, cos, sin, bias, past_k, past_v):
+        b, s, _ = x.shape
+        h = self.input_norm(x)
+        q = self.q_proj(h).view(b, s, self.heads, self.head_dim).transpose(1, 2)  # [B,H,S,hd]
+        k = self.k_proj(h).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        if past_k is not None:
+            k = torch.cat([past_k, k], dim=2)
+            v = torch.cat([past_v, v], dim=2)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias  # [B,H,S,P+S]
+        attn = torch.softmax(scores, dim=-1) @ v
+        x = x + self.o_proj(attn.transpose(1, 2).reshape(b, s, -1))
+        h = self.post_norm(x)
+        x = x + self.down(F.silu(self.gate(h)) * self.up(h))
+        return x, k, v
+
+
+class LLM(nn.Module):
+    """inputs_embeds [B,S,D], attention_mask [B,P+S] (1 = attend), position_ids [B,S], past k/v
+    [B,H,P,hd] per layer -> logits [B,S,V], last_hidden_state [B,S,D] (post-norm), present k/v."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.c = c
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.llm_dim)
+        self.layers = nn.ModuleList(LlamaLayer(c) for _ in range(c.llm_layers))
+        self.norm = RMSNorm(c.llm_dim)
+        self.lm_head = nn.Linear(c.llm_dim, c.vocab_size, bias=False)
+        hd = c.llm_dim // c.llm_heads
+        self.register_buffer("inv_freq", 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2).float() / hd)), persistent=False)
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, past: list[torch.Tensor] | None = None):
+        b, s, _ = inputs_embeds.shape
+        freqs = position_ids.float()[..., None] * self.inv_freq  # [B,S,hd/2]
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # [B,1,S,hd]
+        cos, sin = emb.cos(), emb.sin()
+        total = attention_mask.shape[1]
+        past_len = total - s
+        key_idx = torch.arange(total, device=inputs_embeds.device)[None, :]
+        query_idx = torch.arange(s, device=inputs_embeds.device)[:, None] + past_len
+        allowed = (key_idx <= query_idx)[None, None] & (attention_mask[:, None, None, :] > 0)  # [B,1,S,P+S]
+        bias = (~allowed).float() * -1e9
+        x = inputs_embeds
+        present = []
+        for i, layer in enumerate(self.layers):
+            pk = past[2 * i] if past is not None else None
+            pv = past[2 * i + 1] if past is not None else None
+            x, k, v = layer(x, cos, sin, bias, pk, pv)
+            present += [k, v]
+        hidden = self.norm(x)
+        return self.lm_head(hidden), hidden, present
+
+
+# ---------------------------------------------------------------- super link
+
+
+class PerceptionLink(nn.Module):
+    """Hidden states at the 4 query positions [G,N,D] -> one class embedding per routing group [G,link]."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(c.llm_dim, c.link_dim), nn.ReLU(), nn.Linear(c.link_dim, c.link_dim), nn.ReLU(), nn.Linear(c.link_dim, c.link_dim)
+        )
+
+    def forward(self, query_states: torch.Tensor) -> torch.Tensor:
+        return self.mlp(query_states).mean(dim=1)
+
+
+class GenerationLink(nn.Module):
+    """Hidden states at the generation query positions [B,Nq,D] -> conditioning [B,Nq,gen_dim]:
+    Linear, GELU, Linear, then a small transformer with learnable queries."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(c.llm_dim, c.gen_dim * 2), nn.GELU(), nn.Linear(c.gen_dim * 2, c.gen_dim))
+        self.queries = nn.Parameter(torch.randn(1, c.gen_queries, c.gen_dim) * 0.02)
+        self.blocks = nn.ModuleList(Block(c.gen_dim, 4, cross=True) for _ in range(2))
+
+    def forward(self, query_states: torch.Tensor) -> torch.Tensor:
+        memory = self.proj(query_states)
+        x = self.queries.expand(query_states.shape[0], -1, -1)
+        for block in self.blocks:
+            x = block(x, memory)
+        return x
+
+
+# ---------------------------------------------------------------- task decoders
+
+
+def inverse_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(1e-4, 1 - 1e-4)
+    return torch.log(x / (1 - x))
+
+
+class DecoderCore(nn.Module):
+    """Grounding-DINO-style core: image tokens fused with the super-link embeddings, every grid cell a
+    query anchored at its centre (two-stage query selection without the top-k), refined by decoder
+    layers that cross-attend to image and prompt tokens."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        d = c.dec_dim
+        self.grid = c.grid
+        self.mem_proj = nn.Linear(3 * c.vit_dim, d)
+        self.mem_pos = nn.Parameter(torch.randn(1, c.grid * c.grid, d) * 0.02)
+        self.prompt_proj = nn.Linear(c.link_dim, d)
+        self.fuse = Block(d, 4)
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.GELU(), nn.Conv2d(32, c.pixel_dim, 3, 2, 1))
+        self.pix_proj = nn.Linear(d, c.pixel_dim)
+        self.pix_out = nn.Conv2d(c.pixel_dim, c.pixel_dim, 3, 1, 1)
+        self.layers = nn.ModuleList(Block(d, 4, cross=True) for _ in range(c.dec_layers))
+        self.box_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
+        self.anchor_pos = nn.Sequential(nn.Linear(4, d), nn.ReLU(), nn.Linear(d, d))
+        # Queries sit on a grid at twice the patch stride: objects are >= 16 px and 2 px apart, so
+        # 64 anchored queries cover every object while costing a quarter of per-patch queries.
+        qgrid = c.grid // 2
+        self.qgrid = qgrid
+        centers = (torch.arange(qgrid).float() + 0.5) / qgrid
+        cy, cx = torch.meshgrid(centers, centers, indexing="ij")
+        anchors = torch.stack([cx.flatten(), cy.flatten(), torch.full_like(cx.flatten(), 0.2), torch.full_like(cx.flatten(), 0.2)], -1)
+        self.register_buffer("anchors", inverse_sigmoid(anchors)[None], persistent=False)
+
+    def forward(self, pixel_values, vision_levels, prompts):
+        """prompts [B,T,link] -> queries per layer [L][B,Q,d], box logits per layer, pixel feats [B,C,h,w]."""
+        b = pixel_values.shape[0]
+        levels = vision_levels.permute(0, 2, 1, 3).reshape(b, self.grid * self.grid, -1)
+        memory = self.mem_proj(levels) + self.mem_pos
+        prompt_tokens = self.prompt_proj(prompts)
+        t = prompt_tokens.shape[1]
+        fused = self.fuse(torch.cat([memory, prompt_tokens], dim=1))
+        memory, prompt_tokens = fused[:, :-t], fused[:, -t:]
+        pix = self.pix_proj(memory).transpose(1, 2).reshape(b, -1, self.grid, self.grid)
+        pix = self.pix_out(self.stem(pixel_values) + F.interpolate(pix, scale_factor=2.0, mode="nearest"))
+        box_logits = self.anchors.expand(b, -1, -1)
+        q = F.avg_pool2d(memory.transpose(1, 2).reshape(b, -1, self.grid, self.grid), 2).flatten(2).transpose(1, 2)
+        cross = torch.cat([memory, prompt_tokens], dim=1)
+        qs, boxes = [], []
+        for layer in self.layers:
+            q = layer(q, cross, self.anchor_pos(box_logits.sigmoid()))
+            box_logits = box_logits + self.box_head(q)
+            qs.append(q)
+            boxes.append(box_logits)
+        return qs, boxes, pix
+
+
+class PerceptionDecoder(nn.Module):
+    """Detection, instance segmentation and grounding for one class embedding per batch item.
+    pixel_values [B,3,H,W], vision_levels [B,3,P,Dv], class_embedding [B,link]
+    -> pred_logits [B,Q], pred_boxes [B,Q,4] (cx,cy,w,h in 0..1), pred_masks [B,Q,h,w] (logits)."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        d = c.dec_dim
+        self.core = DecoderCore(c)
+        self.q_score = nn.Linear(d, d)
+        self.c_score = nn.Linear(c.link_dim, d)
+        self.score_bias = nn.Parameter(torch.tensor(-4.0))
+        self.mask_embed = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, c.pixel_dim))
+        self.scale = 1 / math.sqrt(d)
+
+    def score(self, q, class_embedding):
+        return torch.einsum("bqd,bd->bq", self.q_score(q), self.c_score(class_embedding)) * self.scale + self.score_bias
+
+    def forward_all(self, pixel_values, vision_levels, class_embedding):
+        qs, boxes, pix = self.core(pixel_values, vision_levels, class_embedding[:, None])
+        logits = [self.score(q, class_embedding) for q in qs]
+        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(qs[-1]), pix)
+        return logits, boxes, masks, qs
+
+    def forward(self, pixel_values, vision_levels, class_embedding):
+        logits, boxes, masks, _ = self.forward_all(pixel_values, vision_levels, class_embedding)
+        return logits[-1], boxes[-1].sigmoid(), masks
+
+
+class PoseDecoder(nn.Module):
+    """UniPose's role: person_embedding [B,link] and keypoint_embeddings [B,K,link] ->
+    pred_logits [B,Q], pred_boxes [B,Q,4], pred_keypoints [B,Q,K,2] (x,y in 0..1), keypoint_scores [B,Q,K]."""
+
+    def __init__(self, c: Config):
+        super().__init__()
+        d = c.dec_dim
+        self.core = DecoderCore(c)
+        self.q_score = nn.Linear(d, d)
+        self.c_score = nn.Linear(c.link_dim, d)
+        self.score_bias = nn.Parameter(torch.tensor(-4.0))
+        self.kq = nn.Linear(d, c.pixel_dim)
+        self.kk = nn.Linear(c.link_dim, c.pixel_dim)
+        self.kmlp = nn.Sequential(nn.ReLU(), nn.Linear(c.pixel_dim, c.pixel_dim))
+        self.scale = 1 / math.sqrt(d)
+
+    def keypoint_heatmaps(self, q, keypoint_embeddings, pix):
+        """q [B,Q,d] -> heatmap logits [B,Q,K,h*w]."""
+        e = self.kmlp(self.kq(q)[:, :, None, :] + self.kk(keypoint_embeddings)[:, None, :, :])
+        return torch.einsum("bqkc,bcp->bqkp", e, pix.flatten(2))
+
+    def soft_argmax(self, heat, h, w):
+        prob = torch.softmax(heat, dim=-1)
+        ys = (torch.arange(h, dtype=heat.dtype) + 0.5) / h
+        xs = (torch.arange(w, dtype=heat.dtype) + 0.5) / w
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        x = (prob * gx.flatten()).sum(-1)
+        y = (prob * gy.flatten()).sum(-1)
+        return torch.stack([x, y], dim=-1), prob.max(dim=-1).values
+
+    def forward_all(self, pixel_values, vision_levels, person_embedding, keypoint_embeddings):
+        prompts = torch.cat([person_embedding[:, None], keypoint_embeddings], dim=1)
+        qs, boxes, pix = self.core(pixel_values, vision_levels, prompts)
+        logits = [torch.einsum("bqd,bd->bq", self.q_score(q), self.c_score(person_embedding)) * self.scale + self.score_bias for q in qs]
+        return logits, boxes, qs[-1], pix
+
+    def forward(self, pixel_values, vision_levels, person_embedding, keypoint_embeddings):
+        logits, boxes, q, pix = self.forward_all(pixel_values, vision_levels, person_embedding, keypoint_embeddings)
+        heat = self.keypoint_heatmaps(q, keypoint_embeddings, pix)
+        keypoints, scores = self.soft_argmax(heat, pix.shape[2], pix.shape[3])
+        return logits[-1], boxes[-1].sigmoid(), keypoints, scores
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    args = t[:, None] * 1000.0 * freqs[None]
+    return torch.cat([args.cos(), args.sin()], dim=-1)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, tdim: int):
+        super().__init__()
+        self.n1 = nn.GroupNorm(8, cin)
+        self.c1 = nn.Conv2d(cin, cout, 3, 1, 1)
+        self.t = nn.Linear(tdim, cout)
+        self.n2 = nn.GroupNorm(8, cout)
+        self.c2 = nn.Conv2d(cout, cout, 3, 1, 1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, temb):
+        h = self.c1(F.silu(self.n1(x))) + self.t(temb)[:, :, None, None]
+        h = self.c2(F.silu(self.n2(h)))
+        return h + self.skip(x)
+
+
+class CrossAttn2d(nn.Module):
+    def __init__(self, ch: int, cond_dim: int):
+        super().__init__()
+        self.norm = nn.GroupNorm(8, ch)
+        self.attn = nn.MultiheadAttention(ch, 4, kdim=cond_dim, vdim=cond_dim, batch_first=True)
+
+    def forward(self, x, cond):
+        b, c, h, w = x.shape
+        q = self.norm(x).flatten(2).transpose(1, 2)
+        return x + self.attn(q, cond, cond, need_weights=False)[0].transpose(1, 2).reshape(b, c, h, w)
+
+
+class Denoiser(nn.Module):
+    """The Stable Diffusion / InstructPix2Pix role, as a flow-matching UNet at gen_res x gen_res.
+    sample [B,3,r,r], timestep [B] (0 = noise, 1 = data), conditioning [B,Nq,gen_dim]
+    (+ source_image [B,3,r,r] for editing) -> velocity [B,3,r,r]."""
+
+    def __init__(self, c: Config, edit: bool):
+        super().__init__()
+        c1, c2, c3 = c.gen_channels
+        tdim = c3
+        self.edit = edit
+        self.tdim = tdim
+        self.temb = nn.Sequential(nn.Linear(tdim, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+        self.inp = nn.Conv2d(6 if edit else 3, c1, 3, 1, 1)
+        self.d1 = ResBlock(c1, c1, tdim)
+        self.down1 = nn.Conv2d(c1, c2, 3, 2, 1)
+        self.d2 = ResBlock(c2, c2, tdim)
+        self.x2 = CrossAttn2d(c2, c.gen_dim)
+        self.down2 = nn.Conv2d(c2, c3, 3, 2, 1)
+        self.mid = ResBlock(c3, c3, tdim)
+        self.xm = CrossAttn2d(c3, c.gen_dim)
+        self.mid2 = ResBlock(c3, c3, tdim)
+        self.up2 = nn.ConvTranspose2d(c3, c2, 4, 2, 1)
+        self.u2 = ResBlock(2 * c2, c2, tdim)
+        self.xu = CrossAttn2d(c2, c.gen_dim)
+        self.up1 = nn.ConvTranspose2d(c2, c1, 4, 2, 1)
+        self.u1 = ResBlock(2 * c1, c1, tdim)
+        self.out = nn.Sequential(nn.GroupNorm(8, c1), nn.SiLU(), nn.Conv2d(c1, 3, 3, 1, 1))
+
+    def forward(self, sample, timestep, conditioning, source_image=None):
+        temb = self.temb(timestep_embedding(timestep, self.tdim))
+        x = sample if source_image is None else torch.cat([sample, source_image], dim=1)
+        h1 = self.d1(self.inp(x), temb)
+        h2 = self.x2(self.d2(self.down1(h1), temb), conditioning)
+        m = self.mid2(self.xm(self.mid(self.down2(h2), temb), conditioning), temb)
+        u2 = self.xu(self.u2(torch.cat([self.up2(m), h2], 1), temb), conditioning)
+        u1 = self.u1(torch.cat([self.up1(u2), h1], 1), temb)
+        return self.out(u1)
+
+
+class EditDenoiser(Denoiser):
+    def __init__(self, c: Config):
+        super().__init__(c, edit=True)
+
+    def forward(self, sample, timestep, conditioning, source_image):  # type: ignore[override]
+        return super().forward(sample, timestep, conditioning, source_image)
+
+
+class VisionLLMv2Nano(nn.Module):
+    def __init__(self, c: Config):
+        super().__init__()
+        self.c = c
+        self.vision = VisionEncoder(c)
+        self.projector = Projector(c)
+        self.region = RegionEncoder(c)
+        self.llm = LLM(c)
+        # Super-link query tables: own tables, never rows of the token-embedding matrix.
+        self.perception_queries = nn.Parameter(torch.randn(c.perception_queries, c.llm_dim) * 0.02)
+        self.pose_queries = nn.Parameter(torch.randn(c.perception_queries, c.llm_dim) * 0.02)
+        self.generation_queries = nn.Parameter(torch.randn(c.gen_queries, c.llm_dim) * 0.02)
+        self.editing_queries = nn.Parameter(torch.randn(c.gen_queries, c.llm_dim) * 0.02)
+        self.perception_link = PerceptionLink(c)
+        self.pose_link = PerceptionLink(c)
+        self.generation_link = GenerationLink(c)
+        self.editing_link = GenerationLink(c)
+        self.perception_decoder = PerceptionDecoder(c)
+        self.pose_decoder = PoseDecoder(c)
+        self.generator = Denoiser(c, edit=False)
+        self.editor = EditDenoiser(c)
+
+    def groups(self) -> dict[str, list[nn.Module | nn.Parameter]]:
+        return {
+            "encoders": [self.vision, self.projector, self.region],
+            "llm": [self.llm],
+            "queries": [self.perception_queries, self.pose_queries, self.generation_queries, self.editing_queries],
+            "decoders": [self.perception_link, self.pose_link, self.generation_link, self.editing_link,
+                         self.perception_decoder, self.pose_decoder, self.generator, self.editor],
+        }
+
+
+IMAGE_MEAN = (0.5, 0.5, 0.5)
+IMAGE_STD = (0.5, 0.5, 0.5)
+
+
+def normalize_image(images_uint8: torch.Tensor) -> torch.Tensor:
+    """[B,H,W,3] uint8 -> [B,3,H,W] float, (x/255 - mean) / std, as the manifest states."""
+    x = images_uint8.permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(IMAGE_MEAN)[None, :, None, None]
+    std = torch.tensor(IMAGE_STD)[None, :, None, None]
+    return (x - mean) / std

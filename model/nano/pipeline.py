@@ -1,0 +1,73 @@
+"""One command from nothing to a bundle: tokenizer -> three-stage training -> ONNX export ->
+golden references -> evaluation and model card.
+
+    /usr/bin/python3 -m model.nano.pipeline [--config full|smoke] [--minutes 80] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+import torch
+
+from . import tasks as T
+from .model import SMOKE, Config
+from .tokenizer import Tokenizer, train_bpe
+from .train import full_recipe, plot_history, smoke_recipe, train
+
+
+def build_tokenizer(path: str, vocab_size: int, samples: int = 6000) -> Tokenizer:
+    if os.path.exists(path):
+        return Tokenizer.load(path)
+    rng = np.random.default_rng(1234)
+    names = list(T.FAMILIES)
+    texts = []
+    for i in range(samples):
+        sample = T.FAMILIES[names[i % len(names)]](rng)
+        text, _ = T.render_prompt(sample)
+        texts.append(text)
+    tok = train_bpe(texts, vocab_size)
+    tok.save(path)
+    return tok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", choices=["full", "smoke"], default="full")
+    parser.add_argument("--minutes", type=float, default=80.0, help="wall-clock budget for the three stages")
+    parser.add_argument("--out", default="model/.runs/full", help="work folder: checkpoints, logs")
+    parser.add_argument("--bundle", default=None, help="where to write the bundle (default: model/bundle for full)")
+    parser.add_argument("--skip-train", action="store_true", help="export/evaluate the last checkpoint")
+    parser.add_argument("--eval-scenes", type=int, default=500)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    smoke = args.config == "smoke"
+    os.makedirs(args.out, exist_ok=True)
+    tok = build_tokenizer(os.path.join(args.out, "tokenizer.json"), 320 if smoke else 640, 400 if smoke else 6000)
+    base = SMOKE if smoke else Config()
+    cfg = Config(**{**base.to_dict(), "vocab_size": tok.size})
+    recipe = smoke_recipe() if smoke else full_recipe(args.minutes)
+    started = time.time()
+    model = train(args.out, cfg, recipe, tok)
+    print(f"training took {(time.time() - started) / 60:.1f} min")
+    import json
+
+    with open(os.path.join(args.out, "history.json")) as f:
+        history = json.load(f)
+    if history:
+        plot_history(history, os.path.join(args.out, "loss_curves.png"))
+    from .export import export_bundle
+
+    bundle = args.bundle or (os.path.join(args.out, "bundle") if smoke else "model/bundle")
+    export_bundle(model, tok, bundle, golden=True, history_plot=os.path.join(args.out, "loss_curves.png"))
+    if not smoke and args.eval_scenes > 0:
+        from .evaluate import evaluate_and_write_card
+
+        evaluate_and_write_card(model, tok, bundle, args.eval_scenes)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+import { z } from "zod";
+import { ErrorBodySchema } from "./errors";
+import { StreamEventSchema } from "./events";
+import { ChatCompletionChunkSchema, ChatCompletionSchema, ModelListSchema } from "./openai";
+import { ChatCompletionRequestSchema } from "./requests";
+import { PROTOCOL_HEADER, PROTOCOL_VERSION } from "./version";
+
+/** OpenAPI 3.1 document generated from the zod schemas (JSON Schema 2020-12 is 3.1's dialect). */
+
+const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
+
+function schema(s: z.ZodType, io: "input" | "output"): Record<string, unknown> {
+  const json = z.toJSONSchema(s, { target: "draft-2020-12", io, unrepresentable: "any" }) as Record<
+    string,
+    unknown
+  >;
+  delete json.$schema;
+  return json;
+}
+
+const errorResponses = Object.fromEntries(
+  [
+    ["400", "The request is malformed; the message names the field and how to fix it."],
+    ["401", "Missing, wrong or revoked API key."],
+    ["413", "Body or image too large."],
+    ["429", "Rate limit exceeded; see Retry-After."],
+    ["503", "No runner can take the request now; see Retry-After."],
+  ].map(([status, description]) => [
+    status,
+    { description, content: { "application/json": { schema: ref("ErrorBody") } } },
+  ]),
+);
+
+export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
+  return {
+    openapi: "3.1.0",
+    info: {
+      title: "VisionLLM serving API",
+      version: PROTOCOL_VERSION,
+      description:
+        "OpenAI-compatible chat completions with super-link outputs (detections, masks, keypoints, images), " +
+        `and the native typed event stream (protocol version in the ${PROTOCOL_HEADER} header).`,
+    },
+    servers: [{ url: serverUrl }],
+    security: [{ bearer: [] }],
+    paths: {
+      "/v1/chat/completions": {
+        post: {
+          summary: "Chat completion (OpenAI-compatible). Super-link outputs are in `visionllm_events`.",
+          requestBody: {
+            required: true,
+            content: { "application/json": { schema: ref("ChatCompletionRequest") } },
+          },
+          responses: {
+            "200": {
+              description:
+                "A completion, or with stream=true an SSE stream of chunks ending in `data: [DONE]`.",
+              content: {
+                "application/json": { schema: ref("ChatCompletion") },
+                "text/event-stream": { schema: ref("ChatCompletionChunk") },
+              },
+            },
+            ...errorResponses,
+          },
+        },
+      },
+      "/v1/chat": {
+        post: {
+          summary: "Native typed event stream (SSE; `event:` is the type, `id:` the sequence number).",
+          requestBody: {
+            required: true,
+            content: { "application/json": { schema: ref("ChatCompletionRequest") } },
+          },
+          responses: {
+            "200": {
+              description: "SSE stream of events.",
+              content: { "text/event-stream": { schema: ref("StreamEvent") } },
+            },
+            ...errorResponses,
+          },
+        },
+      },
+      "/v1/models": {
+        get: {
+          summary: "Models served.",
+          responses: {
+            "200": {
+              description: "Model list.",
+              content: { "application/json": { schema: ref("ModelList") } },
+            },
+          },
+        },
+      },
+      "/healthz": {
+        get: { summary: "Liveness.", security: [], responses: { "200": { description: "Alive." } } },
+      },
+    },
+    components: {
+      securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
+      schemas: {
+        ChatCompletionRequest: schema(ChatCompletionRequestSchema, "input"),
+        ChatCompletion: schema(ChatCompletionSchema, "output"),
+        ChatCompletionChunk: schema(ChatCompletionChunkSchema, "output"),
+        StreamEvent: schema(StreamEventSchema, "output"),
+        ModelList: schema(ModelListSchema, "output"),
+        ErrorBody: schema(ErrorBodySchema, "output"),
+      },
+    },
+  };
+}
