@@ -20,7 +20,7 @@ from PIL import Image
 from . import batching as B
 from . import tasks as T
 from . import world as W
-from .infer import Runner, initial_noise
+from .infer import Runner, initial_noise, sample_image
 from .model import IMAGE_MEAN, IMAGE_STD, VisionLLMv2Nano
 from .tokenizer import SPECIAL_TOKENS, Tokenizer
 
@@ -283,6 +283,23 @@ def write_golden(model: VisionLLMv2Nano, tok: Tokenizer, out: str, graph_checks:
             entry["output_images_png"] = [png_b64(im) for im in result.images]
             entry["initial_noise"] = initial_noise(seed, model.c.gen_res).flatten()[:8].tolist()
         cases.append(entry)
+    # The samplers on fixed super-link states: checks the runtime's Euler loop and image finishing
+    # on any bundle, whether or not its LLM chooses to emit [GEN] / [EDIT].
+    image_checks = []
+    g = torch.Generator().manual_seed(5)
+    rng = np.random.default_rng(21)
+    scene = W.sample_scene(rng, n_people=0)
+    source, _ = W.render(scene)
+    with torch.no_grad():
+        for task in ("generation", "editing"):
+            states = torch.randn(1, model.c.gen_queries, model.c.llm_dim, generator=g)
+            edit = task == "editing"
+            cond = (model.editing_link if edit else model.generation_link)(states)
+            low = B.downsample_image(source, model.c.gen_res)[None] if edit else None
+            image = sample_image(model.editor if edit else model.generator, cond, model.c.gen_res, 3, low, source if edit else None)
+            image_checks.append({"task": task, "seed": 3, "query_states": states.flatten().tolist(),
+                                 "source_png": png_b64(source) if edit else None, "output_png": png_b64(image)})
     os.makedirs(os.path.join(out, "golden"), exist_ok=True)
     with open(os.path.join(out, "golden", "golden.json"), "w") as f:
-        json.dump({"cases": cases, "graphs": graph_checks, "tolerance": {"graph_abs": 1e-4, "logits_abs": 1e-3}}, f)
+        json.dump({"cases": cases, "graphs": graph_checks, "image_checks": image_checks,
+                   "tolerance": {"graph_abs": 1e-4, "logits_abs": 1e-3}}, f)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from . import batching as B
 from . import tasks as T
 from .model import VisionLLMv2Nano, normalize_image
-from .tokenizer import Tokenizer
+from .tokenizer import SPECIAL_TOKENS, Tokenizer
 
 SCORE_THRESHOLD = 0.3
 MASK_THRESHOLD = 0.0
@@ -77,6 +77,9 @@ class Runner:
         self.cfg = model.c
         self.routing_ids = {tok.token_id(r): r for r in B.ROUTING_KINDS}
         self.eos = tok.token_id("</s>")
+        # Tokens the runtime never lets the LLM choose: queries are spliced in, never predicted.
+        self.banned = [tok.token_id(t) for t in SPECIAL_TOKENS if t.startswith("[EMB")] + [
+            tok.token_id(t) for t in ("<image>", "<im_start>", "<im_patch>", "<im_end>", "<region>", "<pad>")]
 
     @torch.no_grad()
     def encode_image(self, image: np.ndarray):
@@ -118,7 +121,9 @@ class Runner:
         first_logits = logits[-1].clone()
         next_logits = logits[-1]
         for _ in range(max_new_tokens):
-            token = int(next_logits.argmax())
+            masked = next_logits.clone()
+            masked[self.banned] = float("-inf")
+            token = int(masked.argmax())
             out_ids.append(token)
             if token == self.eos:
                 break
@@ -129,7 +134,8 @@ class Runner:
                 chunk = torch.cat([chunk, table])
             logits, hidden = step(chunk)
             if routing is not None:
-                text_so_far = tok.decode(out_ids[:-1])
+                # Only complete characters count, as in the runtime's streaming text.
+                text_so_far = tok.decode(out_ids[:-1]).rstrip("\ufffd")
                 groups.append(Group(routing, label_before(text_so_far), hidden[1:]))
             next_logits = logits[-1]
         result = Result(out_ids, tok.decode(out_ids), groups, first_logits)

@@ -1,0 +1,460 @@
+import {
+  type Pose,
+  type RunnerRegion,
+  type Sampling,
+  type UnnumberedEvent,
+  VisionLLMError,
+} from "@visionllm/protocol";
+import { float32 } from "../backend/onnx";
+import type { RoutingEntry } from "../bundle/manifest";
+import { Mulberry32 } from "../generation/rng";
+import { findStop, partialStopLength, sampleToken } from "../generation/sampler";
+import { groupLabel, postprocessDetections, postprocessPoses } from "../postprocess/detections";
+import { finishEdited, finishGenerated } from "../postprocess/image";
+import { boxMask, pointMask } from "../postprocess/regions";
+import {
+  decodeImage,
+  decodeMaskPng,
+  encodePng,
+  resizeRgb,
+  toLowResolution,
+  toPixelValues,
+} from "../preprocess/image";
+import { StreamingDetokenizer } from "../text/detokenizer";
+import { type ImageFeatures, type KVCache, need, type VisionLLM } from "./visionllm";
+
+/**
+ * One request through the whole stack: images and regions encoded, the prompt prefilled, then
+ * decoding with the super link live. When the LLM emits a routing token, that decoder's query
+ * embeddings enter the sequence as one chunk; their final hidden states are projected and the
+ * decoder runs while the answer goes on; the logits at the last query choose the next text token.
+ */
+
+export interface GenerateInput {
+  /** Rendered with the chat template; one `<image>` per image, one `<region>` per region, in order. */
+  prompt: string;
+  images: Array<{ bytes: Uint8Array; sha256?: string }>;
+  regions: RunnerRegion[];
+  sampling: Sampling;
+  signal?: AbortSignal;
+  maxImagePixels: number;
+  featureCache?: FeatureCache;
+  /** Called with the step's duration after every LLM step (metrics). */
+  onStep?: (kind: "prefill" | "decode", seconds: number, tokens: number) => void;
+  onDecoder?: (task: string, seconds: number) => void;
+  /** Every sampled token id, routing tokens included (metrics, golden tests). */
+  onToken?: (id: number) => void;
+}
+
+export interface FeatureCache {
+  get(key: string): PreparedImage | undefined;
+  set(key: string, value: PreparedImage): void;
+}
+
+export interface PreparedImage {
+  width: number;
+  height: number;
+  rgb: Uint8Array; // model-size RGB, the editing source
+  features: ImageFeatures;
+}
+
+export interface Group {
+  index: number;
+  routing: string;
+  entry: RoutingEntry;
+  label: string;
+  states: Float32Array; // [N, D]
+}
+
+export async function prepareImage(
+  model: VisionLLM,
+  bytes: Uint8Array,
+  maxPixels: number,
+): Promise<PreparedImage> {
+  const p = model.manifest.preprocessing;
+  const decoded = await decodeImage(bytes, maxPixels);
+  const rgb = await resizeRgb(decoded, p.image_size, p.resize);
+  const features = await model.encodeImage(toPixelValues(rgb, p.image_size, p));
+  return { width: decoded.width, height: decoded.height, rgb, features };
+}
+
+function countOf(text: string, needle: string): number {
+  return text.split(needle).length - 1;
+}
+
+export interface PreparedPrompt {
+  ids: number[];
+  embeds: Float32Array; // [ids.length, D]
+  images: PreparedImage[];
+}
+
+/** Validates placeholders and limits, encodes images and regions, and splices them into the prompt. */
+export async function preparePrompt(model: VisionLLM, input: GenerateInput): Promise<PreparedPrompt> {
+  const m = model.manifest;
+  const tok = model.tokenizer;
+  const special = m.special_tokens;
+  const size = m.preprocessing.image_size;
+  if (countOf(input.prompt, special.image) !== input.images.length) {
+    throw new VisionLLMError(
+      "invalid_request",
+      `The prompt has ${countOf(input.prompt, special.image)} ${special.image} placeholders for ${input.images.length} images.`,
+      { param: "images" },
+    );
+  }
+  if (countOf(input.prompt, special.region) !== input.regions.length) {
+    throw new VisionLLMError(
+      "invalid_request",
+      "Each region needs exactly one region placeholder in the prompt.",
+      {
+        param: "regions",
+      },
+    );
+  }
+  if (input.images.length > m.limits.max_images) {
+    throw new VisionLLMError(
+      "invalid_request",
+      `This model takes at most ${m.limits.max_images} image(s) per conversation; got ${input.images.length}.`,
+      { param: "images" },
+    );
+  }
+
+  const images: PreparedImage[] = [];
+  for (const image of input.images) {
+    const cached = image.sha256 ? input.featureCache?.get(image.sha256) : undefined;
+    const prepared = cached ?? (await prepareImage(model, image.bytes, input.maxImagePixels));
+    if (!cached && image.sha256) input.featureCache?.set(image.sha256, prepared);
+    images.push(prepared);
+  }
+
+  const expanded = input.prompt.replaceAll(
+    special.image,
+    special.image_start + special.image_patch.repeat(m.image_tokens) + special.image_end,
+  );
+  const ids = tok.encode(expanded);
+  if (ids.length + input.sampling.max_tokens > m.limits.max_context) {
+    throw new VisionLLMError(
+      "invalid_request",
+      `The prompt is ${ids.length} tokens; with max_tokens ${input.sampling.max_tokens} it exceeds the context of ${m.limits.max_context}. Shorten the conversation or lower max_tokens.`,
+      { param: "messages" },
+    );
+  }
+
+  const d = model.dim;
+  const embeds = model.tableRows("embed_tokens", ids);
+  const patchId = tok.id(special.image_patch);
+  const regionId = tok.id(special.region);
+  let patchIndex = 0;
+  let regionIndex = 0;
+  for (let p = 0; p < ids.length; p++) {
+    if (ids[p] === patchId) {
+      const image = images[Math.floor(patchIndex / m.image_tokens)];
+      const row = patchIndex % m.image_tokens;
+      if (image) embeds.set(image.features.imageEmbeds.subarray(row * d, (row + 1) * d), p * d);
+      patchIndex++;
+    } else if (ids[p] === regionId) {
+      const region = input.regions[regionIndex++];
+      const image = region ? images[region.image_index] : undefined;
+      if (!region || !image) {
+        throw new VisionLLMError(
+          "invalid_request",
+          `Region ${regionIndex} refers to an image that is not in the request.`,
+          {
+            param: "regions",
+          },
+        );
+      }
+      const mask = await regionMask(region, image, size);
+      embeds.set(await model.regionEmbed(image.features, mask), p * d);
+    }
+  }
+  return { ids, embeds, images };
+}
+
+export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGenerator<UnnumberedEvent> {
+  const m = model.manifest;
+  const tok = model.tokenizer;
+  const special = m.special_tokens;
+  const d = model.dim;
+  const { ids, embeds, images } = await preparePrompt(model, input);
+
+  const routingIds = new Map<number, string>();
+  for (const token of Object.keys(m.routing)) routingIds.set(tok.id(token), token);
+  const eos = tok.id(m.tokenizer.eos_token);
+  const banned = new Set<number>(
+    [
+      ...m.query_tokens,
+      special.image,
+      special.image_start,
+      special.image_patch,
+      special.image_end,
+      special.region,
+      m.tokenizer.pad_token,
+    ].map((t) => tok.id(t)),
+  );
+  const rng = new Mulberry32(input.sampling.seed ?? Math.floor(Math.random() * 2 ** 32));
+  const imageSeed = input.sampling.seed ?? Math.floor(Math.random() * 2 ** 31);
+  const params = {
+    temperature: input.sampling.temperature,
+    topK: input.sampling.top_k,
+    topP: input.sampling.top_p,
+  };
+  const vocab = m.config.vocab_size;
+
+  const cache: KVCache = model.emptyCache();
+  let started = performance.now();
+  const { logits } = await model.llmStep(embeds, cache);
+  input.onStep?.("prefill", (performance.now() - started) / 1000, ids.length);
+  let next = logits.subarray(logits.length - vocab);
+
+  const detok = new StreamingDetokenizer((t) => tok.decode(t));
+  const textIds: number[] = [];
+  let visible = "";
+  let emitted = 0;
+  let completion = 0;
+  let finish: "stop" | "length" | "canceled" = "length";
+  const groups: Group[] = [];
+  let pendingPerception: Group | undefined;
+  const pendingPose: Group[] = [];
+  const lastImage = images[images.length - 1];
+
+  const runPending = async function* (): AsyncGenerator<UnnumberedEvent> {
+    const group = pendingPerception;
+    pendingPerception = undefined;
+    if (!group) return;
+    const poses = pendingPose.splice(0);
+    if (!lastImage) return;
+    const t0 = performance.now();
+    yield* poses.length ? runPose(model, group, poses, lastImage) : runPerception(model, group, lastImage);
+    input.onDecoder?.(poses.length ? "pose" : group.entry.task, (performance.now() - t0) / 1000);
+  };
+
+  for (let step = 0; step < input.sampling.max_tokens; step++) {
+    if (input.signal?.aborted) {
+      finish = "canceled";
+      break;
+    }
+    const token = sampleToken(next, params, rng, banned);
+    completion++;
+    input.onToken?.(token);
+    if (token === eos) {
+      finish = "stop";
+      break;
+    }
+    const routing = routingIds.get(token);
+    const entry = routing ? m.routing[routing] : undefined;
+    let chunk = model.tableRows("embed_tokens", [token]);
+    if (routing && entry) {
+      const queries = model.tableRows(entry.table, [...Array(model.tableSize(entry.table)).keys()]);
+      const joined = new Float32Array(chunk.length + queries.length);
+      joined.set(chunk);
+      joined.set(queries, chunk.length);
+      chunk = joined;
+    }
+    started = performance.now();
+    const out = await model.llmStep(chunk, cache);
+    input.onStep?.("decode", (performance.now() - started) / 1000, 1);
+    next = out.logits.subarray(out.logits.length - vocab);
+    if (routing && entry) {
+      const group: Group = {
+        index: groups.length,
+        routing,
+        entry,
+        label: groupLabel(visible),
+        states: out.hidden.slice(d),
+      };
+      groups.push(group);
+      if (entry.task === "pose" && pendingPerception) {
+        pendingPose.push(group);
+        if (pendingPose.length === m.keypoints.names.length) yield* runPending();
+      } else {
+        yield* runPending();
+        if (entry.task === "generation" || entry.task === "editing") {
+          const t0 = performance.now();
+          yield* runImageDecoder(model, group, lastImage, imageSeed, input.signal);
+          input.onDecoder?.(entry.task, (performance.now() - t0) / 1000);
+        } else if (entry.task !== "pose") {
+          pendingPerception = group;
+        }
+      }
+      continue;
+    }
+    if (tok.isSpecial(token)) continue;
+    textIds.push(token);
+    visible += detok.push(token);
+    const cut = findStop(visible, input.sampling.stop);
+    if (cut >= 0) {
+      visible = visible.slice(0, cut);
+      if (visible.length > emitted) yield { type: "text-delta", delta: visible.slice(emitted) };
+      emitted = visible.length;
+      finish = "stop";
+      break;
+    }
+    const safe = visible.length - partialStopLength(visible, input.sampling.stop);
+    if (safe > emitted) {
+      yield { type: "text-delta", delta: visible.slice(emitted, safe) };
+      emitted = safe;
+    }
+  }
+  if (finish !== "canceled") {
+    if (finish === "length" || finish === "stop") {
+      const rest = detok.flush();
+      if (rest && findStop(visible + rest, input.sampling.stop) < 0) visible += rest;
+      if (visible.length > emitted) yield { type: "text-delta", delta: visible.slice(emitted) };
+    }
+    yield* runPending();
+  }
+  yield {
+    type: "usage",
+    prompt_tokens: ids.length,
+    completion_tokens: completion,
+    total_tokens: ids.length + completion,
+  };
+  yield { type: "done", finish_reason: finish };
+}
+
+async function regionMask(region: RunnerRegion, image: PreparedImage, size: number): Promise<Uint8Array> {
+  const scale = { sx: size / image.width, sy: size / image.height };
+  if (region.box) return boxMask(region.box, size, scale);
+  if (region.point) return pointMask(region.point, size, scale);
+  if (region.mask_png_base64) return decodeMaskPng(region.mask_png_base64, size);
+  throw new VisionLLMError("invalid_request", "A region needs a box, a point or a mask.", {
+    param: "regions",
+  });
+}
+
+async function* runPerception(
+  model: VisionLLM,
+  group: Group,
+  image: PreparedImage,
+): AsyncGenerator<UnnumberedEvent> {
+  const m = model.manifest;
+  const embedding = await model.link("superlink_perception", group.states, 1);
+  const out = await model.run("perception_decoder", {
+    pixel_values: float32(image.features.pixelValues, [
+      1,
+      3,
+      m.preprocessing.image_size,
+      m.preprocessing.image_size,
+    ]),
+    vision_levels: image.features.levels,
+    class_embedding: embedding,
+  });
+  const masks = need(out, "pred_masks");
+  const task =
+    group.entry.task === "segmentation" || group.entry.task === "grounding" ? group.entry.task : "detection";
+  const items = postprocessDetections(
+    {
+      logits: need(out, "pred_logits").data as Float32Array,
+      boxes: need(out, "pred_boxes").data as Float32Array,
+      masks: masks.data as Float32Array,
+      maskSize: [masks.dims[2] ?? 0, masks.dims[3] ?? 0],
+    },
+    group.label || group.routing,
+    image,
+    {
+      scoreThreshold: m.postprocess.score_threshold,
+      maskThreshold: m.postprocess.mask_threshold,
+      top1: task === "grounding",
+      withMasks: task !== "detection",
+    },
+  );
+  yield { type: "detections", task, label: group.label || group.routing, group: group.index, items };
+}
+
+async function* runPose(
+  model: VisionLLM,
+  person: Group,
+  keypoints: Group[],
+  image: PreparedImage,
+): AsyncGenerator<UnnumberedEvent> {
+  const m = model.manifest;
+  const personEmbedding = await model.link("superlink_perception", person.states, 1);
+  const states = new Float32Array(keypoints.reduce((n, g) => n + g.states.length, 0));
+  keypoints.forEach((g, i) => {
+    states.set(g.states, i * g.states.length);
+  });
+  const keypointEmbeddings = await model.link("superlink_pose", states, keypoints.length);
+  const s = m.preprocessing.image_size;
+  const out = await model.run("pose_decoder", {
+    pixel_values: float32(image.features.pixelValues, [1, 3, s, s]),
+    vision_levels: image.features.levels,
+    person_embedding: personEmbedding,
+    keypoint_embeddings: float32(keypointEmbeddings.data as Float32Array, [
+      1,
+      keypoints.length,
+      m.config.link_dim,
+    ]),
+  });
+  const names = m.keypoints.names.slice(0, keypoints.length);
+  const items: Pose[] = postprocessPoses(
+    {
+      logits: need(out, "pred_logits").data as Float32Array,
+      boxes: need(out, "pred_boxes").data as Float32Array,
+      keypoints: need(out, "pred_keypoints").data as Float32Array,
+      keypointScores: need(out, "keypoint_scores").data as Float32Array,
+    },
+    names,
+    image,
+    m.postprocess.score_threshold,
+  );
+  yield { type: "keypoints", group: person.index, skeleton: m.keypoints.skeleton, items };
+}
+
+export async function* runImageDecoder(
+  model: VisionLLM,
+  group: Pick<Group, "index" | "entry" | "states">,
+  source: PreparedImage | undefined,
+  seed: number,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<UnnumberedEvent> {
+  const m = model.manifest;
+  const editing = group.entry.task === "editing";
+  const task = editing ? "editing" : "generation";
+  if (editing && !source) return;
+  const res = m.generation.resolution;
+  const size = m.preprocessing.image_size;
+  const steps = m.generation.steps;
+  const conditioning = await model.link(
+    editing ? "superlink_editing" : "superlink_generation",
+    group.states,
+    1,
+  );
+  const sourceLow = source && editing ? toLowResolution(source.rgb, size, res) : undefined;
+  const x = new Mulberry32(seed).normals(3 * res * res);
+  for (let k = 0; k < steps; k++) {
+    if (signal?.aborted) return;
+    const feeds = {
+      sample: float32(x, [1, 3, res, res]),
+      timestep: float32(Float32Array.of(k / steps), [1]),
+      conditioning,
+      ...(sourceLow ? { source_image: float32(sourceLow, [1, 3, res, res]) } : {}),
+    };
+    const v = need(await model.run(editing ? "editor" : "generator", feeds), "velocity").data as Float32Array;
+    for (let i = 0; i < x.length; i++) x[i] = (x[i] ?? 0) + (v[i] ?? 0) / steps;
+    const preview =
+      k % 5 === 4 && k < steps - 1 ? await encodePng(finishGenerated(x, res, res), res, res) : undefined;
+    yield {
+      type: "image-progress",
+      task,
+      group: group.index,
+      step: k + 1,
+      total_steps: steps,
+      ...(preview ? { preview_png_base64: preview } : {}),
+    };
+  }
+  const out = m.generation.output_size;
+  const rgb =
+    sourceLow && source
+      ? finishEdited(x, sourceLow, source.rgb, res, size, m.postprocess.edit_delta_threshold)
+      : finishGenerated(x, res, out);
+  const width = sourceLow ? size : out;
+  yield {
+    type: "image",
+    task,
+    group: group.index,
+    png_base64: await encodePng(rgb, width, width),
+    width,
+    height: width,
+    seed,
+  };
+}

@@ -1,0 +1,157 @@
+import { type Backend, float32, type HostTensor, int64, type Session } from "../backend/onnx";
+import type { Bundle, Table } from "../bundle/load";
+import { GRAPH_NAMES, type GraphName, type Manifest, type TableName } from "../bundle/manifest";
+import { TextTokenizer } from "../text/tokenizer";
+
+/**
+ * VisionLLM v2 as a table of named ONNX sessions plus the code that wires them. Tensors are flat
+ * Float32Arrays; shapes are in the comments ([batch, ...]). Batch size is 1 here: the scheduler
+ * batches by calling `llmStep` with several sequences at once.
+ */
+
+export interface KVCache {
+  /** Per layer: key and value [1, heads, past, head_dim]. */
+  layers: Array<{ key: Float32Array; value: Float32Array }>;
+  length: number;
+}
+
+export interface ImageFeatures {
+  pixelValues: Float32Array; // [1,3,S,S]
+  levels: HostTensor; // [1,3,P,Dv]
+  imageEmbeds: Float32Array; // [image_tokens, D]
+}
+
+export class VisionLLM {
+  readonly manifest: Manifest;
+  readonly tokenizer: TextTokenizer;
+  readonly backend: Backend;
+  readonly #sessions: Record<GraphName, Session>;
+  readonly #tables: Record<TableName, Table>;
+  readonly dim: number;
+  readonly heads: number;
+  readonly headDim: number;
+
+  private constructor(bundle: Bundle, backend: Backend, sessions: Record<GraphName, Session>) {
+    this.manifest = bundle.manifest;
+    this.tokenizer = new TextTokenizer(bundle.tokenizerJson);
+    this.backend = backend;
+    this.#sessions = sessions;
+    this.#tables = bundle.tables;
+    this.dim = bundle.manifest.config.llm_dim;
+    this.heads = bundle.manifest.config.llm_heads;
+    this.headDim = this.dim / this.heads;
+  }
+
+  static async load(bundle: Bundle, backend: Backend): Promise<VisionLLM> {
+    const sessions = {} as Record<GraphName, Session>;
+    for (const name of GRAPH_NAMES) sessions[name] = await backend.createSession(bundle.graphs[name], name);
+    return new VisionLLM(bundle, backend, sessions);
+  }
+
+  async release(): Promise<void> {
+    for (const name of GRAPH_NAMES) await this.#sessions[name].release();
+  }
+
+  async run(name: GraphName, feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
+    return this.#sessions[name].run(feeds);
+  }
+
+  /** Rows of a bundle table, e.g. the token embeddings of `ids` -> [n, D]. */
+  tableRows(name: TableName, rows: readonly number[]): Float32Array {
+    const table = this.#tables[name];
+    const width = table.shape[1] ?? 0;
+    const out = new Float32Array(rows.length * width);
+    rows.forEach((row, i) => {
+      out.set(table.data.subarray(row * width, (row + 1) * width), i * width);
+    });
+    return out;
+  }
+
+  tableSize(name: TableName): number {
+    return this.#tables[name].shape[0] ?? 0;
+  }
+
+  async encodeImage(pixelValues: Float32Array): Promise<ImageFeatures> {
+    const s = this.manifest.preprocessing.image_size;
+    const vision = await this.run("vision_encoder", { pixel_values: float32(pixelValues, [1, 3, s, s]) });
+    const features = need(vision, "image_features");
+    const projected = await this.run("projector", { image_features: features });
+    return {
+      pixelValues,
+      levels: need(vision, "vision_levels"),
+      imageEmbeds: need(projected, "image_embeds").data as Float32Array,
+    };
+  }
+
+  async regionEmbed(image: ImageFeatures, mask: Uint8Array): Promise<Float32Array> {
+    const s = this.manifest.preprocessing.image_size;
+    const out = await this.run("region_encoder", {
+      pixel_values: float32(image.pixelValues, [1, 3, s, s]),
+      region_mask: float32(Float32Array.from(mask), [1, 1, s, s]),
+      vision_levels: image.levels,
+    });
+    return need(out, "region_embeds").data as Float32Array;
+  }
+
+  emptyCache(): KVCache {
+    const layers = Array.from({ length: this.manifest.config.llm_layers }, () => ({
+      key: new Float32Array(0),
+      value: new Float32Array(0),
+    }));
+    return { layers, length: 0 };
+  }
+
+  /**
+   * Runs `embeds` [S, D] after the cached prefix; returns logits [S, V] and post-norm hidden states
+   * [S, D], and extends the cache.
+   */
+  async llmStep(
+    embeds: Float32Array,
+    cache: KVCache,
+  ): Promise<{ logits: Float32Array; hidden: Float32Array }> {
+    const s = embeds.length / this.dim;
+    const total = cache.length + s;
+    const feeds: Record<string, HostTensor> = {
+      inputs_embeds: float32(embeds, [1, s, this.dim]),
+      attention_mask: int64(new BigInt64Array(total).fill(1n), [1, total]),
+      position_ids: int64(
+        BigInt64Array.from({ length: s }, (_, i) => BigInt(cache.length + i)),
+        [1, s],
+      ),
+    };
+    cache.layers.forEach((layer, i) => {
+      feeds[`past_key_values.${i}.key`] = float32(layer.key, [1, this.heads, cache.length, this.headDim]);
+      feeds[`past_key_values.${i}.value`] = float32(layer.value, [1, this.heads, cache.length, this.headDim]);
+    });
+    const out = await this.run("llm", feeds);
+    cache.layers.forEach((layer, i) => {
+      layer.key = need(out, `present.${i}.key`).data as Float32Array;
+      layer.value = need(out, `present.${i}.value`).data as Float32Array;
+    });
+    cache.length = total;
+    return {
+      logits: need(out, "logits").data as Float32Array,
+      hidden: need(out, "last_hidden_state").data as Float32Array,
+    };
+  }
+
+  /** Super-link projection: hidden states at the queries [G, N, D] -> one embedding per group [G, link]. */
+  async link(
+    name: "superlink_perception" | "superlink_pose" | "superlink_generation" | "superlink_editing",
+    states: Float32Array,
+    groups: number,
+  ): Promise<HostTensor> {
+    const n = states.length / groups / this.dim;
+    const out = await this.run(name, { query_states: float32(states, [groups, n, this.dim]) });
+    return need(
+      out,
+      name.includes("generation") || name.includes("editing") ? "conditioning" : "class_embeddings",
+    );
+  }
+}
+
+export function need(outputs: Record<string, HostTensor>, name: string): HostTensor {
+  const t = outputs[name];
+  if (!t) throw new Error(`Graph output ${name} is missing: the bundle does not match the runtime.`);
+  return t;
+}
