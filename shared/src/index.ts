@@ -5,5 +5,6 @@ export * from "./openai";
 export * from "./openapi";
 export * from "./requests";
 export * from "./runner";
+export * from "./signing";
 export * from "./sse";
 export * from "./version";

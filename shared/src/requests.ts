@@ -120,6 +120,13 @@ export const ChatCompletionRequestSchema = z
     temperature: z.number().min(0).max(2).nullable().optional(),
     top_p: z.number().gt(0).max(1).nullable().optional(),
     top_k: z.number().int().min(0).max(1000).optional().describe("extension: 0 disables"),
+    min_tokens: z
+      .number()
+      .int()
+      .min(0)
+      .max(4096)
+      .optional()
+      .describe("extension (as vLLM): end of sequence is not chosen before this many tokens"),
     seed: z
       .number()
       .int()
@@ -144,6 +151,7 @@ export const SamplingSchema = z.strictObject({
   temperature: z.number().min(0).max(2),
   top_p: z.number().gt(0).max(1),
   top_k: z.number().int().min(0).max(1000),
+  min_tokens: z.number().int().min(0).max(4096).default(0),
   seed: z
     .number()
     .int()
@@ -153,6 +161,7 @@ export const SamplingSchema = z.strictObject({
   stop: z.array(z.string().min(1).max(64)).max(4),
 });
 export type Sampling = z.infer<typeof SamplingSchema>;
+export type SamplingInput = z.input<typeof SamplingSchema>;
 
 /** Deterministic requests are the ones the edge may cache. */
 export const isDeterministic = (s: Sampling): boolean => s.temperature === 0 || s.seed !== null;
@@ -164,6 +173,7 @@ export function samplingOf(request: ChatCompletionRequest, defaultMaxTokens: num
     temperature: request.temperature ?? 0,
     top_p: request.top_p ?? 1,
     top_k: request.top_k ?? 0,
+    min_tokens: request.min_tokens ?? 0,
     seed: request.seed ?? null,
     stop,
   };

@@ -5,6 +5,7 @@ import { SamplingSchema } from "./requests";
 
 export const RUNNER_SIGNATURE_HEADER = "x-runner-signature";
 export const RUNNER_TIMESTAMP_HEADER = "x-runner-timestamp";
+export const RUNNER_NONCE_HEADER = "x-runner-nonce";
 export const REQUEST_ID_HEADER = "x-request-id";
 
 export const RunnerImageSchema = z.strictObject({

@@ -143,6 +143,7 @@ describe("ChatCompletionRequestSchema", () => {
       temperature: 0,
       top_p: 1,
       top_k: 0,
+      min_tokens: 0,
       seed: null,
       stop: ["END"],
     });

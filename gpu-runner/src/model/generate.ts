@@ -1,12 +1,13 @@
 import {
   type Pose,
   type RunnerRegion,
-  type Sampling,
+  type SamplingInput,
   type UnnumberedEvent,
   VisionLLMError,
 } from "@visionllm/protocol";
 import { float32 } from "../backend/onnx";
 import type { RoutingEntry } from "../bundle/manifest";
+import type { DecodeBatcher } from "../engine/batcher";
 import { Mulberry32 } from "../generation/rng";
 import { findStop, partialStopLength, sampleToken } from "../generation/sampler";
 import { groupLabel, postprocessDetections, postprocessPoses } from "../postprocess/detections";
@@ -35,7 +36,7 @@ export interface GenerateInput {
   prompt: string;
   images: Array<{ bytes: Uint8Array; sha256?: string }>;
   regions: RunnerRegion[];
-  sampling: Sampling;
+  sampling: SamplingInput;
   signal?: AbortSignal;
   maxImagePixels: number;
   featureCache?: FeatureCache;
@@ -44,6 +45,8 @@ export interface GenerateInput {
   onDecoder?: (task: string, seconds: number) => void;
   /** Every sampled token id, routing tokens included (metrics, golden tests). */
   onToken?: (id: number) => void;
+  /** Shares single-token decode steps with other running requests (continuous batching). */
+  batcher?: DecodeBatcher;
 }
 
 export interface FeatureCache {
@@ -191,6 +194,8 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
       m.tokenizer.pad_token,
     ].map((t) => tok.id(t)),
   );
+  const minTokens = input.sampling.min_tokens ?? 0;
+  const bannedBeforeMin = new Set([...banned, eos]);
   const rng = new Mulberry32(input.sampling.seed ?? Math.floor(Math.random() * 2 ** 32));
   const imageSeed = input.sampling.seed ?? Math.floor(Math.random() * 2 ** 31);
   const params = {
@@ -228,72 +233,80 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
     input.onDecoder?.(poses.length ? "pose" : group.entry.task, (performance.now() - t0) / 1000);
   };
 
-  for (let step = 0; step < input.sampling.max_tokens; step++) {
-    if (input.signal?.aborted) {
-      finish = "canceled";
-      break;
-    }
-    const token = sampleToken(next, params, rng, banned);
-    completion++;
-    input.onToken?.(token);
-    if (token === eos) {
-      finish = "stop";
-      break;
-    }
-    const routing = routingIds.get(token);
-    const entry = routing ? m.routing[routing] : undefined;
-    let chunk = model.tableRows("embed_tokens", [token]);
-    if (routing && entry) {
-      const queries = model.tableRows(entry.table, [...Array(model.tableSize(entry.table)).keys()]);
-      const joined = new Float32Array(chunk.length + queries.length);
-      joined.set(chunk);
-      joined.set(queries, chunk.length);
-      chunk = joined;
-    }
-    started = performance.now();
-    const out = await model.llmStep(chunk, cache);
-    input.onStep?.("decode", (performance.now() - started) / 1000, 1);
-    next = out.logits.subarray(out.logits.length - vocab);
-    if (routing && entry) {
-      const group: Group = {
-        index: groups.length,
-        routing,
-        entry,
-        label: groupLabel(visible),
-        states: out.hidden.slice(d),
-      };
-      groups.push(group);
-      if (entry.task === "pose" && pendingPerception) {
-        pendingPose.push(group);
-        if (pendingPose.length === m.keypoints.names.length) yield* runPending();
-      } else {
-        yield* runPending();
-        if (entry.task === "generation" || entry.task === "editing") {
-          const t0 = performance.now();
-          yield* runImageDecoder(model, group, lastImage, imageSeed, input.signal);
-          input.onDecoder?.(entry.task, (performance.now() - t0) / 1000);
-        } else if (entry.task !== "pose") {
-          pendingPerception = group;
-        }
+  input.batcher?.join();
+  try {
+    for (let step = 0; step < input.sampling.max_tokens; step++) {
+      if (input.signal?.aborted) {
+        finish = "canceled";
+        break;
       }
-      continue;
+      const token = sampleToken(next, params, rng, step < minTokens ? bannedBeforeMin : banned);
+      completion++;
+      input.onToken?.(token);
+      if (token === eos) {
+        finish = "stop";
+        break;
+      }
+      const routing = routingIds.get(token);
+      const entry = routing ? m.routing[routing] : undefined;
+      let chunk = model.tableRows("embed_tokens", [token]);
+      if (routing && entry) {
+        const queries = model.tableRows(entry.table, [...Array(model.tableSize(entry.table)).keys()]);
+        const joined = new Float32Array(chunk.length + queries.length);
+        joined.set(chunk);
+        joined.set(queries, chunk.length);
+        chunk = joined;
+      }
+      started = performance.now();
+      const out =
+        input.batcher && !routing
+          ? await input.batcher.step(chunk, cache)
+          : await model.llmStep(chunk, cache);
+      input.onStep?.("decode", (performance.now() - started) / 1000, 1);
+      next = out.logits.subarray(out.logits.length - vocab);
+      if (routing && entry) {
+        const group: Group = {
+          index: groups.length,
+          routing,
+          entry,
+          label: groupLabel(visible),
+          states: out.hidden.slice(d),
+        };
+        groups.push(group);
+        if (entry.task === "pose" && pendingPerception) {
+          pendingPose.push(group);
+          if (pendingPose.length === m.keypoints.names.length) yield* runPending();
+        } else {
+          yield* runPending();
+          if (entry.task === "generation" || entry.task === "editing") {
+            const t0 = performance.now();
+            yield* runImageDecoder(model, group, lastImage, imageSeed, input.signal);
+            input.onDecoder?.(entry.task, (performance.now() - t0) / 1000);
+          } else if (entry.task !== "pose") {
+            pendingPerception = group;
+          }
+        }
+        continue;
+      }
+      if (tok.isSpecial(token)) continue;
+      textIds.push(token);
+      visible += detok.push(token);
+      const cut = findStop(visible, input.sampling.stop);
+      if (cut >= 0) {
+        visible = visible.slice(0, cut);
+        if (visible.length > emitted) yield { type: "text-delta", delta: visible.slice(emitted) };
+        emitted = visible.length;
+        finish = "stop";
+        break;
+      }
+      const safe = visible.length - partialStopLength(visible, input.sampling.stop);
+      if (safe > emitted) {
+        yield { type: "text-delta", delta: visible.slice(emitted, safe) };
+        emitted = safe;
+      }
     }
-    if (tok.isSpecial(token)) continue;
-    textIds.push(token);
-    visible += detok.push(token);
-    const cut = findStop(visible, input.sampling.stop);
-    if (cut >= 0) {
-      visible = visible.slice(0, cut);
-      if (visible.length > emitted) yield { type: "text-delta", delta: visible.slice(emitted) };
-      emitted = visible.length;
-      finish = "stop";
-      break;
-    }
-    const safe = visible.length - partialStopLength(visible, input.sampling.stop);
-    if (safe > emitted) {
-      yield { type: "text-delta", delta: visible.slice(emitted, safe) };
-      emitted = safe;
-    }
+  } finally {
+    input.batcher?.leave();
   }
   if (finish !== "canceled") {
     if (finish === "length" || finish === "stop") {
@@ -373,19 +386,24 @@ async function* runPose(
   keypoints.forEach((g, i) => {
     states.set(g.states, i * g.states.length);
   });
-  const keypointEmbeddings = await model.link("superlink_pose", states, keypoints.length);
+  const linked = (await model.link("superlink_pose", states, keypoints.length)).data as Float32Array;
+  // The pose graph takes every keypoint of the manifest; if the answer named fewer, the missing
+  // rows repeat the last one and their keypoints are left out of the result.
+  const k = m.config.num_keypoints;
+  const width = m.config.link_dim;
+  const keypointEmbeddings = new Float32Array(k * width);
+  for (let j = 0; j < k; j++) {
+    const from = Math.min(j, keypoints.length - 1);
+    keypointEmbeddings.set(linked.subarray(from * width, (from + 1) * width), j * width);
+  }
   const s = m.preprocessing.image_size;
   const out = await model.run("pose_decoder", {
     pixel_values: float32(image.features.pixelValues, [1, 3, s, s]),
     vision_levels: image.features.levels,
     person_embedding: personEmbedding,
-    keypoint_embeddings: float32(keypointEmbeddings.data as Float32Array, [
-      1,
-      keypoints.length,
-      m.config.link_dim,
-    ]),
+    keypoint_embeddings: float32(keypointEmbeddings, [1, k, width]),
   });
-  const names = m.keypoints.names.slice(0, keypoints.length);
+  const names = m.keypoints.names;
   const items: Pose[] = postprocessPoses(
     {
       logits: need(out, "pred_logits").data as Float32Array,
@@ -396,7 +414,7 @@ async function* runPose(
     names,
     image,
     m.postprocess.score_threshold,
-  );
+  ).map((pose) => ({ ...pose, keypoints: pose.keypoints.slice(0, keypoints.length) }));
   yield { type: "keypoints", group: person.index, skeleton: m.keypoints.skeleton, items };
 }
 

@@ -52,9 +52,25 @@ export class VisionLLM {
     for (const name of GRAPH_NAMES) await this.#sessions[name].release();
   }
 
+  /**
+   * Every graph run goes through one queue: onnxruntime-web executes on one wasm heap (or one GPU
+   * queue), so runs are serialised here rather than interleaved by accident.
+   */
   async run(name: GraphName, feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
-    return this.#sessions[name].run(feeds);
+    const previous = this.#queue;
+    let release = () => {};
+    this.#queue = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    await previous;
+    try {
+      return await this.#sessions[name].run(feeds);
+    } finally {
+      release();
+    }
   }
+
+  #queue: Promise<void> = Promise.resolve();
 
   /** Rows of a bundle table, e.g. the token embeddings of `ids` -> [n, D]. */
   tableRows(name: TableName, rows: readonly number[]): Float32Array {
@@ -133,6 +149,79 @@ export class VisionLLM {
       logits: need(out, "logits").data as Float32Array,
       hidden: need(out, "last_hidden_state").data as Float32Array,
     };
+  }
+
+  /**
+   * One decode step for several sequences in one run: each feeds one token embedding [D]. Caches of
+   * different lengths are left-padded to the longest and the padding masked out, so every sequence
+   * computes exactly what it would alone; each cache is then cut back to its own length.
+   */
+  async llmBatchStep(
+    items: ReadonlyArray<{ embeds: Float32Array; cache: KVCache }>,
+  ): Promise<Array<{ logits: Float32Array; hidden: Float32Array }>> {
+    const b = items.length;
+    const past = Math.max(...items.map((i) => i.cache.length));
+    const total = past + 1;
+    const rowWidth = this.headDim;
+    const embeds = new Float32Array(b * this.dim);
+    const mask = new BigInt64Array(b * total);
+    const positions = new BigInt64Array(b);
+    items.forEach((item, i) => {
+      embeds.set(item.embeds, i * this.dim);
+      const pad = past - item.cache.length;
+      mask.fill(1n, i * total + pad, (i + 1) * total);
+      positions[i] = BigInt(item.cache.length);
+    });
+    const feeds: Record<string, HostTensor> = {
+      inputs_embeds: float32(embeds, [b, 1, this.dim]),
+      attention_mask: int64(mask, [b, total]),
+      position_ids: int64(positions, [b, 1]),
+    };
+    const layers = this.manifest.config.llm_layers;
+    for (let layer = 0; layer < layers; layer++) {
+      for (const kind of ["key", "value"] as const) {
+        const padded = new Float32Array(b * this.heads * past * rowWidth);
+        items.forEach((item, i) => {
+          const own = item.cache.layers[layer]?.[kind] ?? new Float32Array(0);
+          const len = item.cache.length;
+          const pad = past - len;
+          for (let h = 0; h < this.heads; h++) {
+            padded.set(
+              own.subarray(h * len * rowWidth, (h + 1) * len * rowWidth),
+              ((i * this.heads + h) * past + pad) * rowWidth,
+            );
+          }
+        });
+        feeds[`past_key_values.${layer}.${kind}`] = float32(padded, [b, this.heads, past, rowWidth]);
+      }
+    }
+    const out = await this.run("llm", feeds);
+    const logits = need(out, "logits").data as Float32Array;
+    const hidden = need(out, "last_hidden_state").data as Float32Array;
+    const vocab = logits.length / b;
+    for (let layer = 0; layer < layers; layer++) {
+      for (const kind of ["key", "value"] as const) {
+        const present = need(out, `present.${layer}.${kind}`).data as Float32Array;
+        items.forEach((item, i) => {
+          const len = item.cache.length + 1;
+          const pad = total - len;
+          const own = new Float32Array(this.heads * len * rowWidth);
+          for (let h = 0; h < this.heads; h++) {
+            const start = ((i * this.heads + h) * total + pad) * rowWidth;
+            own.set(present.subarray(start, start + len * rowWidth), h * len * rowWidth);
+          }
+          const target = item.cache.layers[layer];
+          if (target) target[kind] = own;
+        });
+      }
+    }
+    return items.map((item, i) => {
+      item.cache.length += 1;
+      return {
+        logits: logits.slice(i * vocab, (i + 1) * vocab),
+        hidden: hidden.slice(i * this.dim, (i + 1) * this.dim),
+      };
+    });
   }
 
   /** Super-link projection: hidden states at the queries [G, N, D] -> one embedding per group [G, link]. */

@@ -1,0 +1,83 @@
+/**
+ * Edge -> runner request signing: HMAC-SHA256 over "timestamp.nonce.method.path.body" with a shared
+ * secret, hex encoded. The random nonce makes two identical requests in the same second sign
+ * differently, so the receiver can refuse any signature it has seen (replays). WebCrypto only, so
+ * the Worker and Node use the same code.
+ */
+
+const encoder = new TextEncoder();
+
+async function hmacKey(secret: string): Promise<CryptoKey> {
+  return crypto.subtle.importKey("raw", encoder.encode(secret), { name: "HMAC", hash: "SHA-256" }, false, [
+    "sign",
+    "verify",
+  ]);
+}
+
+function canonical(
+  timestamp: number,
+  nonce: string,
+  method: string,
+  path: string,
+  body: string,
+): Uint8Array<ArrayBuffer> {
+  return encoder.encode(`${timestamp}.${nonce}.${method.toUpperCase()}.${path}.${body}`);
+}
+
+const toHex = (bytes: ArrayBuffer) =>
+  Array.from(new Uint8Array(bytes), (b) => b.toString(16).padStart(2, "0")).join("");
+
+function fromHex(hex: string): Uint8Array<ArrayBuffer> | undefined {
+  if (!/^[0-9a-f]*$/.test(hex) || hex.length % 2) return undefined;
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}
+
+export async function signRequest(
+  secret: string,
+  method: string,
+  path: string,
+  body: string,
+  timestamp = Math.floor(Date.now() / 1000),
+  nonce: string = crypto.randomUUID(),
+): Promise<{ timestamp: number; nonce: string; signature: string }> {
+  const mac = await crypto.subtle.sign(
+    "HMAC",
+    await hmacKey(secret),
+    canonical(timestamp, nonce, method, path, body),
+  );
+  return { timestamp, nonce, signature: toHex(mac) };
+}
+
+export type SignatureCheck = { ok: true } | { ok: false; reason: string };
+
+/** Constant-time verification (crypto.subtle.verify), with a timestamp window. */
+export async function verifyRequest(
+  secret: string,
+  method: string,
+  path: string,
+  body: string,
+  timestampHeader: string | null | undefined,
+  nonceHeader: string | null | undefined,
+  signatureHeader: string | null | undefined,
+  options: { windowSeconds: number; now?: number },
+): Promise<SignatureCheck> {
+  if (!timestampHeader || !signatureHeader || !nonceHeader)
+    return { ok: false, reason: "missing signature headers" };
+  if (nonceHeader.length > 64) return { ok: false, reason: "malformed nonce" };
+  const timestamp = Number(timestampHeader);
+  if (!Number.isInteger(timestamp)) return { ok: false, reason: "malformed timestamp" };
+  const now = options.now ?? Math.floor(Date.now() / 1000);
+  if (Math.abs(now - timestamp) > options.windowSeconds)
+    return { ok: false, reason: "timestamp outside the window" };
+  const mac = fromHex(signatureHeader);
+  if (!mac || mac.length !== 32) return { ok: false, reason: "malformed signature" };
+  const valid = await crypto.subtle.verify(
+    "HMAC",
+    await hmacKey(secret),
+    mac,
+    canonical(timestamp, nonceHeader, method, path, body),
+  );
+  return valid ? { ok: true } : { ok: false, reason: "signature mismatch" };
+}

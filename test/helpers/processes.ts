@@ -1,0 +1,76 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
+
+/** Spawning the project's real processes for end-to-end tests, and waiting for them. */
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+    server.on("error", reject);
+  });
+}
+
+export interface Spawned {
+  process: ChildProcess;
+  output: () => string;
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+  exited: Promise<number | null>;
+}
+
+export function spawnProcess(command: string, args: string[], env: Record<string, string>): Spawned {
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let log = "";
+  child.stdout?.on("data", (d: Buffer) => {
+    log += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    log += d.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  return {
+    process: child,
+    output: () => log,
+    exited,
+    stop: async (signal = "SIGTERM") => {
+      if (child.exitCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+export async function waitFor(url: string, timeoutMs: number, spawned?: Spawned): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    if (spawned && spawned.process.exitCode !== null) {
+      throw new Error(`process exited early:\n${spawned.output()}`);
+    }
+    try {
+      const response = await fetch(url);
+      if (response.ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} not ready after ${timeoutMs} ms\n${spawned?.output() ?? ""}`);
+}
+
+export const RUNNER_SECRET_FOR_TESTS = "test-runner-secret-0123456789";
+
+export async function startRunner(env: Record<string, string> = {}): Promise<Spawned & { url: string }> {
+  const port = await freePort();
+  const spawned = spawnProcess("node", ["--import", "tsx", "gpu-runner/src/server/main.ts"], {
+    RUNNER_PORT: String(port),
+    RUNNER_SECRET: RUNNER_SECRET_FOR_TESTS,
+    LOG_LEVEL: "warn",
+    ...env,
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(`${url}/readyz`, 60_000, spawned);
+  return { ...spawned, url };
+}
