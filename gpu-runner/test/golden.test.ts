@@ -1,6 +1,6 @@
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
-import { decodeMask, type StreamEvent } from "@visionllm/protocol";
+import { decodeMask, renderChat, type StreamEvent } from "@visionllm/protocol";
 import sharp from "sharp";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";

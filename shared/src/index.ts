@@ -7,4 +7,5 @@ export * from "./requests";
 export * from "./runner";
 export * from "./signing";
 export * from "./sse";
+export * from "./template";
 export * from "./version";

@@ -21,7 +21,7 @@ function canonical(
   path: string,
   body: string,
 ): Uint8Array<ArrayBuffer> {
-  return encoder.encode(`${timestamp}.${nonce}.${method.toUpperCase()}.${path}.${body}`);
+  return new Uint8Array(encoder.encode(`${timestamp}.${nonce}.${method.toUpperCase()}.${path}.${body}`));
 }
 
 const toHex = (bytes: ArrayBuffer) =>

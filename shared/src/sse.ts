@@ -24,3 +24,71 @@ export function encodeComment(text = "ping"): string {
 export function encodeData(data: unknown): string {
   return `data: ${typeof data === "string" ? data : JSON.stringify(data)}\n\n`;
 }
+
+/**
+ * An SSE response fed by an async iterator of already-encoded frames: written as they come, with
+ * back-pressure (the iterator is not advanced while the client's buffer is full), `: ping`
+ * comments while the source is silent, and `onCancel` when the client goes away. Web APIs only:
+ * the runner (Node) and the edge (workerd) share it.
+ */
+export function sseResponse(
+  frames: AsyncIterator<string>,
+  options: { pingMs: number; onCancel: () => void; headers?: Record<string, string>; status?: number },
+): Response {
+  const encoder = new TextEncoder();
+  let ping: ReturnType<typeof setInterval> | undefined;
+  let lastWrite = Date.now();
+  let closed = false;
+  const stop = () => {
+    closed = true;
+    if (ping !== undefined) clearInterval(ping);
+  };
+  const body = new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        ping = setInterval(
+          () => {
+            if (closed || Date.now() - lastWrite < options.pingMs) return;
+            try {
+              controller.enqueue(encoder.encode(encodeComment("ping")));
+              lastWrite = Date.now();
+            } catch {
+              stop();
+            }
+          },
+          Math.max(50, Math.floor(options.pingMs / 2)),
+        );
+      },
+      async pull(controller) {
+        try {
+          const next = await frames.next();
+          if (next.done) {
+            stop();
+            controller.close();
+            return;
+          }
+          controller.enqueue(encoder.encode(next.value));
+          lastWrite = Date.now();
+        } catch (error) {
+          stop();
+          controller.error(error);
+        }
+      },
+      async cancel() {
+        stop();
+        options.onCancel();
+        await frames.return?.(undefined);
+      },
+    },
+    { highWaterMark: 8 },
+  );
+  return new Response(body, {
+    status: options.status ?? 200,
+    headers: { ...SSE_HEADERS, ...options.headers },
+  });
+}
+
+/** Maps an async iterable of events to encoded native frames. */
+export async function* nativeFrames(events: AsyncIterable<StreamEvent>): AsyncGenerator<string> {
+  for await (const event of events) yield encodeEvent(event);
+}

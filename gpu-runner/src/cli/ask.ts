@@ -2,12 +2,11 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type { RunnerRegion, StreamEvent } from "@visionllm/protocol";
-import { EventSequencer, VisionLLMError } from "@visionllm/protocol";
+import { EventSequencer, renderChat, VisionLLMError } from "@visionllm/protocol";
 import { createBackend, PROVIDERS, type Provider } from "../backend/onnx";
 import { loadBundle } from "../bundle/load";
 import { generate } from "../model/generate";
 import { VisionLLM } from "../model/visionllm";
-import { renderChat } from "../text/template";
 
 /**
  * Runs the whole stack without a server and prints the event stream, one JSON line per event.

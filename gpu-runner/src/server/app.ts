@@ -3,6 +3,7 @@ import {
   describeZodError,
   EventSequencer,
   type ModelCard,
+  nativeFrames,
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
   REQUEST_ID_HEADER,
@@ -11,6 +12,7 @@ import {
   RUNNER_TIMESTAMP_HEADER,
   RunnerGenerateRequestSchema,
   type StreamEvent,
+  sseResponse,
   type UnnumberedEvent,
   VisionLLMError,
   verifyRequest,
@@ -24,7 +26,6 @@ import type { VisionLLM } from "../model/visionllm";
 import type { RunnerConfig } from "./config";
 import type { Logger } from "./log";
 import { createMetrics } from "./metrics";
-import { sseResponse } from "./sse";
 
 /** The runner's internal HTTP API, called only by the edge (every /v1 request is signed). */
 
@@ -302,7 +303,7 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
       yield* head;
       yield* iterator;
     }
-    return sseResponse(replay(), {
+    return sseResponse(nativeFrames(replay()), {
       pingMs: config.RUNNER_PING_MS,
       onCancel: () => {
         controller.abort();

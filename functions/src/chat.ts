@@ -1,0 +1,361 @@
+import {
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  ChatCompletionRequestSchema,
+  EventSequencer,
+  encodeData,
+  fromZodError,
+  isDeterministic,
+  nativeFrames,
+  PROTOCOL_HEADER,
+  PROTOCOL_VERSION,
+  REQUEST_ID_HEADER,
+  readEventStream,
+  type StreamEvent,
+  type SuperLinkEvent,
+  samplingOf,
+  sseResponse,
+  toOpenAIFinish,
+  type UnnumberedEvent,
+  type Usage,
+  VisionLLMError,
+} from "@visionllm/protocol";
+import type { Context } from "hono";
+import { sha256Hex } from "./api-keys";
+import { cacheable, cacheKey, readCached, writeCached } from "./cache";
+import { type AppEnv, limitsOf } from "./env";
+import { assemblePrompt, runnerImages } from "./prompt";
+import { forwardGenerate, modelCard } from "./runner-pool";
+
+/** POST /v1/chat (native events) and POST /v1/chat/completions (OpenAI chunks). */
+
+const PING_MS = 15_000;
+
+async function readBody(c: Context<AppEnv>): Promise<unknown> {
+  const type = c.req.header("content-type") ?? "";
+  if (!type.toLowerCase().startsWith("application/json")) {
+    throw new VisionLLMError(
+      "unsupported_media_type",
+      `Send the body as application/json (got ${type || "no content type"}).`,
+    );
+  }
+  const text = await c.req.text();
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new VisionLLMError("invalid_request", "The body is not valid JSON.");
+  }
+}
+
+function stripNumber(event: StreamEvent): UnnumberedEvent {
+  const { sequence_number: _, ...rest } = event;
+  return rest as UnnumberedEvent;
+}
+
+/** Runner events as they arrive; a runner that dies or misbehaves mid-stream ends in an error event. */
+async function* fromRunner(
+  body: ReadableStream<Uint8Array>,
+  collected: StreamEvent[],
+): AsyncGenerator<UnnumberedEvent> {
+  let finished = false;
+  try {
+    for await (const event of readEventStream(body)) {
+      collected.push(event);
+      yield stripNumber(event);
+      if (event.type === "done") {
+        finished = true;
+        return;
+      }
+    }
+  } catch (error) {
+    const err = VisionLLMError.is(error)
+      ? error
+      : new VisionLLMError("runner_unavailable", "The model runner stopped mid-answer.");
+    collected.push({
+      type: "error",
+      sequence_number: 0,
+      code: err.code,
+      message: err.message,
+      retryable: true,
+    });
+    yield { type: "error", code: err.code, message: `${err.message} Retry the request.`, retryable: true };
+    yield { type: "done", finish_reason: "error" };
+    finished = true;
+  }
+  if (!finished) {
+    collected.push({
+      type: "error",
+      sequence_number: 0,
+      code: "runner_unavailable",
+      message: "",
+      retryable: true,
+    });
+    yield {
+      type: "error",
+      code: "runner_unavailable",
+      message: "The model runner closed the stream early. Retry the request.",
+      retryable: true,
+    };
+    yield { type: "done", finish_reason: "error" };
+  }
+}
+
+async function* replayCached(events: readonly StreamEvent[]): AsyncGenerator<UnnumberedEvent> {
+  for (const event of events) yield stripNumber(event);
+}
+
+async function* numbered(
+  events: AsyncIterable<UnnumberedEvent>,
+  onEnd: () => void,
+): AsyncGenerator<StreamEvent> {
+  const sequencer = new EventSequencer();
+  try {
+    for await (const event of events) yield sequencer.number(event) as StreamEvent;
+  } finally {
+    onEnd();
+  }
+}
+
+function chunk(
+  id: string,
+  model: string,
+  created: number,
+  fields: Partial<ChatCompletionChunk>,
+): ChatCompletionChunk {
+  return { id, object: "chat.completion.chunk", created, model, choices: [], ...fields };
+}
+
+/** Native events -> OpenAI chunks; super-link outputs ride in `visionllm_events`. */
+async function* openAIFrames(
+  events: AsyncIterable<StreamEvent>,
+  meta: { id: string; model: string; created: number; includeUsage: boolean },
+): AsyncGenerator<string> {
+  const { id, model, created } = meta;
+  let usage: Usage | undefined;
+  for await (const event of events) {
+    switch (event.type) {
+      case "start":
+        yield encodeData(
+          chunk(id, model, created, {
+            choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }],
+          }),
+        );
+        break;
+      case "text-delta":
+        yield encodeData(
+          chunk(id, model, created, {
+            choices: [{ index: 0, delta: { content: event.delta }, finish_reason: null }],
+          }),
+        );
+        break;
+      case "detections":
+      case "keypoints":
+      case "image":
+      case "image-progress":
+        yield encodeData(
+          chunk(id, model, created, {
+            choices: [{ index: 0, delta: {}, finish_reason: null }],
+            visionllm_events: [event as SuperLinkEvent],
+          }),
+        );
+        break;
+      case "usage":
+        usage = {
+          prompt_tokens: event.prompt_tokens,
+          completion_tokens: event.completion_tokens,
+          total_tokens: event.total_tokens,
+        };
+        break;
+      case "error":
+        yield encodeData({
+          error: {
+            message: event.message,
+            type: "server_error",
+            code: event.code,
+            param: null,
+            retryable: event.retryable,
+          },
+        });
+        break;
+      case "done":
+        if (event.finish_reason !== "error") {
+          yield encodeData(
+            chunk(id, model, created, {
+              choices: [{ index: 0, delta: {}, finish_reason: toOpenAIFinish(event.finish_reason) }],
+            }),
+          );
+        }
+        if (meta.includeUsage && usage) yield encodeData(chunk(id, model, created, { choices: [], usage }));
+        yield encodeData("[DONE]");
+        break;
+    }
+  }
+}
+
+async function collect(
+  events: AsyncIterable<StreamEvent>,
+  id: string,
+  model: string,
+  created: number,
+): Promise<ChatCompletion> {
+  let content = "";
+  let finish: "stop" | "length" = "stop";
+  let usage: Usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+  const outputs: SuperLinkEvent[] = [];
+  for await (const event of events) {
+    if (event.type === "text-delta") content += event.delta;
+    else if (event.type === "detections" || event.type === "keypoints" || event.type === "image")
+      outputs.push(event);
+    else if (event.type === "usage")
+      usage = {
+        prompt_tokens: event.prompt_tokens,
+        completion_tokens: event.completion_tokens,
+        total_tokens: event.total_tokens,
+      };
+    else if (event.type === "error") throw new VisionLLMError(event.code, event.message);
+    else if (event.type === "done") finish = toOpenAIFinish(event.finish_reason);
+  }
+  return {
+    id,
+    object: "chat.completion",
+    created,
+    model,
+    choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: finish }],
+    usage,
+    visionllm_events: outputs,
+  };
+}
+
+export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"): Promise<Response> {
+  const env = c.env;
+  const caller = c.get("caller");
+  const requestId = c.get("requestId");
+  const parsed = ChatCompletionRequestSchema.safeParse(await readBody(c));
+  if (!parsed.success) throw fromZodError(parsed.error);
+  const request = parsed.data;
+  if (request.model !== env.MODEL_ID) {
+    throw new VisionLLMError(
+      "not_found",
+      `The model ${request.model} does not exist here; use ${env.MODEL_ID} (see GET /v1/models).`,
+      {
+        param: "model",
+      },
+    );
+  }
+
+  const limiter = env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(caller.keyId));
+  const admission = await limiter.acquire(caller.requestsPerMinute, caller.maxConcurrent);
+  if (!admission.ok) {
+    throw new VisionLLMError(
+      "rate_limit_exceeded",
+      admission.reason === "rpm"
+        ? `Rate limit reached: ${caller.requestsPerMinute} requests per minute for this key. Retry in ${admission.retryAfterSeconds} s.`
+        : `Too many concurrent streams: at most ${caller.maxConcurrent} for this key. Retry when one finishes.`,
+      { retryAfterSeconds: admission.retryAfterSeconds },
+    );
+  }
+  let released = false;
+  const release = () => {
+    if (released) return;
+    released = true;
+    c.executionCtx.waitUntil(limiter.release(admission.leaseId));
+  };
+
+  try {
+    const card = await modelCard(env);
+    const limits = limitsOf(env);
+    const sampling = samplingOf(request, Math.min(256, card.limits.max_new_tokens));
+    if (sampling.max_tokens > card.limits.max_new_tokens) {
+      throw new VisionLLMError(
+        "invalid_request",
+        `max_tokens may be at most ${card.limits.max_new_tokens} for this model.`,
+        {
+          param: "max_tokens",
+        },
+      );
+    }
+    const assembled = await assemblePrompt(request, card, limits);
+    const digests = await Promise.all(assembled.images.map((image) => sha256Hex(image.bytes)));
+    const bypass =
+      /no-cache|no-store/i.test(c.req.header("cache-control") ?? "") ||
+      c.req.header("x-cache-bypass") === "1";
+    const deterministic = isDeterministic(sampling);
+    const key = deterministic
+      ? await cacheKey({
+          model: card.id,
+          modelVersion: card.version,
+          prompt: assembled.prompt,
+          imageDigests: digests,
+          regions: assembled.regions,
+          sampling,
+        })
+      : undefined;
+    const cacheStatus = !key ? "DYNAMIC" : bypass ? "BYPASS" : "MISS";
+    const created = Math.floor(Date.now() / 1000);
+    const id = `chatcmpl-${requestId}`;
+    const headers = {
+      [REQUEST_ID_HEADER]: requestId,
+      [PROTOCOL_HEADER]: PROTOCOL_VERSION,
+    };
+
+    let source: AsyncIterable<UnnumberedEvent>;
+    let xCache = cacheStatus;
+    const cached = key && !bypass ? await readCached(env.CACHE, key) : undefined;
+    const upstream = new AbortController();
+    c.req.raw.signal.addEventListener("abort", () => upstream.abort(), { once: true });
+    let runnerDone = () => {};
+    const collected: StreamEvent[] = [];
+    if (cached) {
+      xCache = "HIT";
+      source = replayCached(cached);
+    } else {
+      const forwarded = await forwardGenerate(
+        env,
+        {
+          request_id: requestId,
+          prompt: assembled.prompt,
+          images: runnerImages(assembled.images, digests),
+          regions: assembled.regions,
+          sampling,
+          deadline_ms: 120_000,
+        },
+        upstream.signal,
+      );
+      runnerDone = forwarded.done;
+      source = fromRunner(forwarded.response.body as ReadableStream<Uint8Array>, collected);
+    }
+    const onEnd = () => {
+      runnerDone();
+      release();
+      if (key && !cached && cacheable(collected))
+        c.executionCtx.waitUntil(writeCached(env.CACHE, key, collected, limits.cacheTtlSeconds));
+    };
+    const events = numbered(source, onEnd);
+    const allHeaders = { ...headers, "x-cache": xCache };
+
+    if (flavor === "openai" && !request.stream) {
+      const completion = await collect(events, id, card.id, created);
+      return c.json(completion, 200, allHeaders);
+    }
+    const frames =
+      flavor === "native"
+        ? nativeFrames(events)
+        : openAIFrames(events, {
+            id,
+            model: card.id,
+            created,
+            includeUsage: request.stream_options?.include_usage === true,
+          });
+    return sseResponse(frames, {
+      pingMs: PING_MS,
+      onCancel: () => {
+        upstream.abort();
+        onEnd();
+      },
+      headers: allHeaders,
+    });
+  } catch (error) {
+    release();
+    throw error;
+  }
+}

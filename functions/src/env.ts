@@ -1,0 +1,54 @@
+import type { RateLimiter } from "./rate-limiter";
+
+/** The Worker's bindings, as declared in wrangler.toml. */
+export interface Env {
+  DB: D1Database;
+  CACHE: KVNamespace;
+  BLOBS: R2Bucket;
+  RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
+  ASSETS: Fetcher;
+  RUNNER_URLS: string;
+  RUNNER_SECRET: string;
+  MODEL_ID: string;
+  CACHE_TTL_SECONDS: string;
+  MAX_IMAGE_BYTES: string;
+  MAX_IMAGE_PIXELS: string;
+  MAX_IMAGES: string;
+  MAX_PROMPT_CHARS: string;
+  DEFAULT_RPM: string;
+  DEFAULT_MAX_CONCURRENT: string;
+  ALLOW_LOOPBACK_URLS: string;
+}
+
+export interface Limits {
+  maxImageBytes: number;
+  maxImagePixels: number;
+  maxImages: number;
+  maxPromptChars: number;
+  cacheTtlSeconds: number;
+  allowLoopback: boolean;
+}
+
+export function limitsOf(env: Env): Limits {
+  const num = (v: string | undefined, fallback: number) => {
+    const n = Number(v);
+    return Number.isFinite(n) && n > 0 ? n : fallback;
+  };
+  return {
+    maxImageBytes: num(env.MAX_IMAGE_BYTES, 8 * 1024 * 1024),
+    maxImagePixels: num(env.MAX_IMAGE_PIXELS, 16_777_216),
+    maxImages: num(env.MAX_IMAGES, 4),
+    maxPromptChars: num(env.MAX_PROMPT_CHARS, 32_768),
+    cacheTtlSeconds: Math.max(60, num(env.CACHE_TTL_SECONDS, 86_400)),
+    allowLoopback: env.ALLOW_LOOPBACK_URLS === "true",
+  };
+}
+
+export interface Caller {
+  keyId: string;
+  name: string;
+  requestsPerMinute: number;
+  maxConcurrent: number;
+}
+
+export type AppEnv = { Bindings: Env; Variables: { caller: Caller; requestId: string } };

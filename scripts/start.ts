@@ -1,0 +1,144 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { generateApiKey, sha256Hex } from "../functions/src/api-keys";
+import { buildWeb } from "./build-web";
+import { persistDir, WRANGLER, wrangler, wranglerEnv } from "./wrangler";
+
+/**
+ * `npm start`: the whole stack locally with the bundled model.
+ * - the GPU runner (RUNNER_PORT, default 8788) with model/bundle (RUNNER_BUNDLE to change it);
+ * - the edge under `wrangler dev` (PORT, default 8787) with local D1, KV, Durable Objects, R2;
+ * - D1 migrations applied, a local API key seeded (DEV_API_KEY, or a new one printed here).
+ * Ctrl-C stops both.
+ */
+
+const port = Number(process.env.PORT ?? 8787);
+const runnerPort = Number(process.env.RUNNER_PORT ?? 8788);
+const runnerSecret = process.env.RUNNER_SECRET ?? randomBytes(24).toString("hex");
+const apiKey = process.env.DEV_API_KEY ?? generateApiKey();
+const persist = persistDir();
+const children: ChildProcess[] = [];
+
+function start(name: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+  const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+  const prefix = (chunk: Buffer) =>
+    chunk
+      .toString()
+      .split("\n")
+      .filter((l) => l.trim())
+      .map((l) => `[${name}] ${l}\n`)
+      .join("");
+  child.stdout?.on("data", (d: Buffer) => process.stdout.write(prefix(d)));
+  child.stderr?.on("data", (d: Buffer) => process.stderr.write(prefix(d)));
+  child.on("exit", (code, signal) => {
+    if (!stopping) {
+      console.error(`[${name}] exited (${code ?? signal}); stopping the stack.`);
+      void stop(1);
+    }
+  });
+  children.push(child);
+  return child;
+}
+
+async function waitFor(url: string, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    try {
+      if ((await fetch(url)).ok) return;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`${url} did not come up within ${timeoutMs / 1000} s`);
+}
+
+let stopping = false;
+async function stop(code: number): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise<void>((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once("exit", () => resolve());
+          child.kill("SIGINT");
+          setTimeout(() => child.kill("SIGKILL"), 10_000).unref();
+        }),
+    ),
+  );
+  process.exit(code);
+}
+
+process.on("SIGINT", () => void stop(0));
+process.on("SIGTERM", () => void stop(0));
+
+async function main(): Promise<void> {
+  await buildWeb();
+  start("runner", ["--import", "tsx", "gpu-runner/src/server/main.ts"], {
+    ...process.env,
+    RUNNER_PORT: String(runnerPort),
+    RUNNER_SECRET: runnerSecret,
+  });
+  await wrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], { quiet: true });
+  const hash = await sha256Hex(apiKey);
+  await wrangler(
+    [
+      "d1",
+      "execute",
+      "DB",
+      "--local",
+      "--persist-to",
+      persist,
+      "--command",
+      `INSERT OR IGNORE INTO api_keys (id, name, key_hash, key_prefix, created_at) VALUES ('dev-${hash.slice(0, 12)}', 'local development', '${hash}', '${apiKey.slice(0, 7)}', ${Date.now()})`,
+    ],
+    { quiet: true },
+  );
+  start(
+    "edge",
+    [
+      WRANGLER,
+      "dev",
+      "--local",
+      "--ip",
+      "127.0.0.1",
+      "--port",
+      String(port),
+      "--persist-to",
+      persist,
+      "--show-interactive-dev-session=false",
+      "--var",
+      `RUNNER_URLS:http://127.0.0.1:${runnerPort}`,
+      "--var",
+      `RUNNER_SECRET:${runnerSecret}`,
+      "--var",
+      "ALLOW_LOOPBACK_URLS:true",
+    ],
+    wranglerEnv(),
+  );
+  await Promise.all([
+    waitFor(`http://127.0.0.1:${runnerPort}/readyz`, 120_000),
+    waitFor(`http://127.0.0.1:${port}/healthz`, 120_000),
+  ]);
+  console.log(
+    [
+      "",
+      "VisionLLM stack is up:",
+      `  web chat     http://127.0.0.1:${port}/`,
+      `  API          http://127.0.0.1:${port}/v1/chat/completions  (OpenAI-compatible)`,
+      `               http://127.0.0.1:${port}/v1/chat               (native event stream)`,
+      `  OpenAPI      http://127.0.0.1:${port}/openapi.json`,
+      `  runner       http://127.0.0.1:${runnerPort}/readyz  /metrics`,
+      `  API key      ${apiKey}${process.env.DEV_API_KEY ? " (from DEV_API_KEY)" : ""}`,
+      "Ctrl-C stops both.",
+      "",
+    ].join("\n"),
+  );
+}
+
+main().catch((error: unknown) => {
+  console.error(error instanceof Error ? error.message : error);
+  void stop(1);
+});
