@@ -9,7 +9,6 @@ import { loadBundle } from "../src/bundle/load";
 import type { GraphName } from "../src/bundle/manifest";
 import { generate, preparePrompt, runImageDecoder } from "../src/model/generate";
 import { VisionLLM } from "../src/model/visionllm";
-import { renderChat } from "../src/text/template";
 
 /**
  * Golden tests: the TypeScript stack against the PyTorch outputs that model/nano/export.py wrote
