@@ -74,3 +74,38 @@ export async function startRunner(env: Record<string, string> = {}): Promise<Spa
   await waitFor(`${url}/readyz`, 60_000, spawned);
   return { ...spawned, url };
 }
+
+export const DEV_KEY_FOR_TESTS = "vl_00112233445566778899aabbccddeeff00112233";
+
+/** The whole stack exactly as `npm start` runs it, on free ports with a throwaway local state. */
+export async function startStack(env: Record<string, string> = {}): Promise<
+  Spawned & { edge: string; runner: string; apiKey: string }
+> {
+  const { mkdtemp } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const path = await import("node:path");
+  const port = await freePort();
+  const runnerPort = await freePort();
+  const persist = await mkdtemp(path.join(tmpdir(), "visionllm-state-"));
+  const spawned = spawnProcess("node", ["--import", "tsx", "scripts/start.ts"], {
+    PORT: String(port),
+    RUNNER_PORT: String(runnerPort),
+    WRANGLER_PERSIST_TO: persist,
+    DEV_API_KEY: DEV_KEY_FOR_TESTS,
+    LOG_LEVEL: "warn",
+    ...env,
+  });
+  const until = Date.now() + 180_000;
+  while (!spawned.output().includes("VisionLLM stack is up")) {
+    if (spawned.process.exitCode !== null) throw new Error(`npm start exited:\n${spawned.output()}`);
+    if (Date.now() > until) throw new Error(`npm start did not come up:\n${spawned.output()}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return {
+    ...spawned,
+    stop: (signal: NodeJS.Signals = "SIGINT") => spawned.stop(signal),
+    edge: `http://127.0.0.1:${port}`,
+    runner: `http://127.0.0.1:${runnerPort}`,
+    apiKey: DEV_KEY_FOR_TESTS,
+  };
+}

@@ -72,6 +72,7 @@ export function textOf(events: StreamEvent[]): string {
 
 export async function metric(url: string, name: string): Promise<number> {
   const text = await (await fetch(`${url}/metrics`)).text();
-  const line = text.split("\n").find((l) => l.startsWith(`${name}{`) || l.startsWith(`${name} `));
+  // `name` may carry the first labels, e.g. 'vllm:request_success_total{finished_reason="canceled"'.
+  const line = text.split("\n").find((l) => l.startsWith(name) && /[ {,]/.test(l.charAt(name.length)));
   return line ? Number(line.split(" ").pop()) : Number.NaN;
 }

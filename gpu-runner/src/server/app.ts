@@ -254,7 +254,7 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
         model: card.id,
         created: Math.floor(Date.now() / 1000),
       });
-      let reason = "error";
+      let reason: string | undefined;
       try {
         for await (const event of events) {
           if (event.type === "usage") metrics.promptTokens.inc(event.prompt_tokens);
@@ -276,12 +276,14 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
           : new VisionLLMError("model_error", "The model failed while generating; the error was logged.");
         if (!VisionLLMError.is(error))
           log("error", "generation failed", { error: String(error), stack: (error as Error).stack });
+        reason = "error";
         yield sequencer.number(errorEvent(err));
         yield sequencer.number({ type: "done", finish_reason: "error" });
       } finally {
         if (cache.hits > hitsBefore) metrics.cacheHits.inc(cache.hits - hitsBefore);
         else if (images.length) metrics.cacheMisses.inc(images.length);
-        finish(controller.signal.aborted && reason !== "error" ? "canceled" : reason);
+        // A stream the client closed ends here without a done event: that request was canceled.
+        finish(reason ?? (controller.signal.aborted ? "canceled" : "error"));
       }
     }
 

@@ -1,0 +1,151 @@
+import { readFileSync } from "node:fs";
+import { type StreamEvent, VisionLLMClient } from "@visionllm/protocol";
+import OpenAI from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Spawned, startStack } from "./helpers/processes";
+import { metric } from "./helpers/runner-client";
+
+/** End to end through `npm start`'s real processes: wrangler dev (workerd) in front of the runner. */
+
+const bundle = process.env.TEST_BUNDLE ?? "model/bundle";
+const scene = readFileSync("test/fixtures/scene-detect.png").toString("base64");
+const dataUrl = `data:image/png;base64,${scene}`;
+
+describe("edge end to end", () => {
+  let stack: Spawned & { edge: string; runner: string; apiKey: string };
+  let openai: OpenAI;
+
+  beforeAll(async () => {
+    stack = await startStack({ RUNNER_BUNDLE: bundle });
+    openai = new OpenAI({ apiKey: stack.apiKey, baseURL: `${stack.edge}/v1`, maxRetries: 0 });
+  }, 200_000);
+  afterAll(async () => {
+    const code = await stack?.stop();
+    expect(code).toBe(0);
+  }, 30_000);
+
+  it("the official openai client streams a chat about an image: text, super-link outputs, [DONE]", async () => {
+    const stream = await openai.chat.completions.create({
+      model: "visionllm-v2-nano",
+      stream: true,
+      stream_options: { include_usage: true },
+      max_tokens: 80,
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image_url", image_url: { url: dataUrl } },
+            { type: "text", text: "Detect every circle and person." },
+          ],
+        },
+      ],
+    });
+    let text = "";
+    const outputs: StreamEvent[] = [];
+    let usage: unknown;
+    let finish: string | null = null;
+    for await (const chunk of stream) {
+      text += chunk.choices[0]?.delta.content ?? "";
+      finish = chunk.choices[0]?.finish_reason ?? finish;
+      if (chunk.usage) usage = chunk.usage;
+      const extra = (chunk as unknown as { visionllm_events?: StreamEvent[] }).visionllm_events;
+      if (extra) outputs.push(...extra);
+    }
+    // The SDK's iterator only ends cleanly on `data: [DONE]`.
+    expect(finish).toBe("stop");
+    expect(text).toMatch(/circle/);
+    expect(text).not.toMatch(/\[DET\]|\[EMB/);
+    expect(usage).toMatchObject({ prompt_tokens: expect.any(Number), completion_tokens: expect.any(Number) });
+    const detections = outputs.filter((e) => e.type === "detections");
+    expect(detections.map((d) => (d.type === "detections" ? d.label : ""))).toEqual(["circle", "person"]);
+  });
+
+  it("a non-streaming call returns the completion with its super-link outputs", async () => {
+    const completion = await openai.chat.completions.create({
+      model: "visionllm-v2-nano",
+      max_tokens: 80,
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: dataUrl } }, { type: "text", text: "How many circles are there?" }] }],
+    });
+    expect(completion.object).toBe("chat.completion");
+    expect(completion.choices[0]?.message.content).toMatch(/\d/);
+    expect((completion as unknown as { visionllm_events: unknown[] }).visionllm_events).toEqual([]);
+  });
+
+  it("the typed client reads the native event stream", async () => {
+    const client = new VisionLLMClient({ baseURL: stack.edge, apiKey: stack.apiKey });
+    const types: string[] = [];
+    for await (const event of client.chat({
+      model: "visionllm-v2-nano",
+      max_tokens: 40,
+      task: { type: "detect", categories: ["person"] },
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: dataUrl } }] }],
+    })) {
+      types.push(event.type);
+    }
+    expect(types[0]).toBe("start");
+    expect(types).toContain("detections");
+    expect(types.at(-1)).toBe("done");
+  });
+
+  it("answers a repeated deterministic request from cache without reaching the runner", async () => {
+    const body = {
+      model: "visionllm-v2-nano",
+      temperature: 0,
+      max_tokens: 30,
+      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: dataUrl } }, { type: "text", text: "Is there a red circle?" }] }],
+    };
+    const post = () =>
+      fetch(`${stack.edge}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      });
+    const first = await post();
+    expect(first.headers.get("x-cache")).toBe("MISS");
+    const firstBody = await first.json();
+    await new Promise((r) => setTimeout(r, 500)); // the KV write happens after the response
+    const before = await metric(stack.runner, "vllm:e2e_request_latency_seconds_count");
+    const second = await post();
+    expect(second.headers.get("x-cache")).toBe("HIT");
+    const secondBody = await second.json();
+    expect(secondBody.choices).toEqual(firstBody.choices);
+    expect(await metric(stack.runner, "vllm:e2e_request_latency_seconds_count")).toBe(before);
+    const bypass = await fetch(`${stack.edge}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json", "cache-control": "no-cache" },
+      body: JSON.stringify(body),
+    });
+    expect(bypass.headers.get("x-cache")).toBe("BYPASS");
+    await bypass.text();
+  });
+
+  it("a client that disconnects mid-stream stops the runner's work", async () => {
+    const controller = new AbortController();
+    const response = await fetch(`${stack.edge}/v1/chat`, {
+      method: "POST",
+      signal: controller.signal,
+      headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "visionllm-v2-nano",
+        temperature: 1,
+        max_tokens: 500,
+        min_tokens: 500,
+        messages: [{ role: "user", content: "Hello!" }],
+      }),
+    });
+    expect(response.status).toBe(200);
+    const reader = response.body?.getReader();
+    await reader?.read();
+    await reader?.read();
+    expect(await metric(stack.runner, "vllm:num_requests_running")).toBe(1);
+    controller.abort();
+    const until = Date.now() + 5_000;
+    let running = 1;
+    while (running > 0 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 100));
+      running = await metric(stack.runner, "vllm:num_requests_running");
+    }
+    expect(running).toBe(0);
+    expect(await metric(stack.runner, 'vllm:request_success_total{finished_reason="canceled"')).toBeGreaterThanOrEqual(1);
+  });
+});
