@@ -1,0 +1,407 @@
+"""Evaluation on held-out scenes (seeds never used in training), with NANO_WORLD.md's metrics, and
+the model card (MODEL_CARD.md beside the bundle) with the table, training curves and samples.
+
+    /usr/bin/python3 -m model.nano.evaluate --bundle model/bundle --out model/.runs/full [--scenes 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from scipy import ndimage
+
+from . import tasks as T
+from . import world as W
+from .infer import Runner
+from .model import Config, VisionLLMv2Nano
+from .tokenizer import Tokenizer
+
+EVAL_SEED = 900_000  # training streams are seeded from small integers; these never collide
+BARS = {"questions": 0.90, "region": 0.90, "detection": 0.85, "segmentation": 0.75, "grounding": 0.80,
+        "pose": 0.75, "generation": 0.70, "editing": 0.70}
+METRIC = {"questions": "exact answer accuracy", "region": "colour + kind accuracy", "detection": "AP50",
+          "segmentation": "mean mask IoU (matched)", "grounding": "accuracy at IoU >= 0.5", "pose": "PCK @ 0.1 x height",
+          "generation": "exact objects, positions in the named third", "editing": "applied, rest unchanged (<= 6)"}
+
+# Wordings that never appear in the training templates (NANO_WORLD.md: judged with unseen wordings).
+UNSEEN = {
+    "count": ["Could you count the {pl} for me?", "what number of {pl} do you see", "Tell me how many {pl} there are."],
+    "color": ["Which colour does the {k} have?", "the {k} is what color?"],
+    "exist": ["Does the picture contain a {c}?", "Any {c} in this picture?"],
+}
+
+
+def norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
+
+
+def box_iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def average_precision(scored: list[tuple[float, bool]], n_gt: int) -> float:
+    if n_gt == 0:
+        return float("nan")
+    scored = sorted(scored, key=lambda s: -s[0])
+    tp = np.cumsum([1 if t else 0 for _, t in scored])
+    fp = np.cumsum([0 if t else 1 for _, t in scored])
+    if not len(scored):
+        return 0.0
+    recall = tp / n_gt
+    precision = tp / np.maximum(tp + fp, 1)
+    mrec = np.concatenate([[0], recall, [1]])
+    mpre = np.concatenate([[0], precision, [0]])
+    for i in range(len(mpre) - 2, -1, -1):
+        mpre[i] = max(mpre[i], mpre[i + 1])
+    idx = np.where(mrec[1:] != mrec[:-1])[0]
+    return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
+
+
+def parse_scene(image: np.ndarray) -> tuple[str | None, list[dict]]:
+    """A rule-based judge: background colour, and each object's colour, kind and centre."""
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]]).astype(np.float32)
+    bg = np.median(border, axis=0)
+    bg_name = min(W.BACKGROUNDS, key=lambda n: np.abs(np.array(W.BACKGROUNDS[n]) - bg).sum())
+    fg = np.abs(image.astype(np.float32) - bg).sum(-1) > 60
+    labels, n = ndimage.label(fg)
+    objects = []
+    for i in range(1, n + 1):
+        mask = labels == i
+        area = int(mask.sum())
+        if area < 60:
+            continue
+        ys, xs = np.nonzero(mask)
+        mean = image[mask].astype(np.float32).mean(0)
+        color = min(W.COLORS, key=lambda c: np.abs(np.array(W.COLORS[c]) - mean).sum())
+        if np.abs(np.array(W.COLORS[color]) - mean).sum() > 90:
+            color = None
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        fill = area / (h * w)
+        widths = mask[ys.min() : ys.max() + 1].sum(1)
+        widest = float(np.argmax(widths)) / max(1, h - 1)
+        if fill > 0.88:
+            kind = "square"
+        elif fill > 0.68:
+            kind = "circle"
+        elif widest > 0.75:
+            kind = "triangle"
+        else:
+            kind = "diamond"
+        objects.append({"color": color, "kind": kind, "center": (float(xs.mean()), float(ys.mean())), "box": (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)})
+    return bg_name, objects
+
+
+def judge_generation(image: np.ndarray, specs: list[tuple[str, str, str | None]]) -> bool:
+    _, objects = parse_scene(image)
+    if len(objects) != len(specs):
+        return False
+    remaining = list(objects)
+    for color, kind, pos in specs:
+        found = None
+        for o in remaining:
+            if o["color"] == color and o["kind"] == kind:
+                if pos:
+                    x0, y0, x1, y1 = W.region_of_position(pos)
+                    cx, cy = o["center"]
+                    if not (x0 <= cx < x1 and y0 <= cy < y1):
+                        continue
+                found = o
+                break
+        if found is None:
+            return False
+        remaining.remove(found)
+    return True
+
+
+class Evaluator:
+    def __init__(self, model: VisionLLMv2Nano, tok: Tokenizer):
+        self.runner = Runner(model, tok)
+
+    def ask(self, question: str, image=None, regions=None, max_new_tokens: int = 120):
+        turns = [(("<image>\n" if image is not None else "") + question, "")]
+        return self.runner.generate(turns, image, regions, max_new_tokens=max_new_tokens, seed=0)
+
+    def questions(self, rng, n):
+        correct = 0
+        examples = []
+        for i in range(n):
+            scene, image, _ = T.new_scene(rng)
+            if i % 4 == 3:
+                k = T.pick(rng, [o.kind for o in scene.shapes()])
+                members = [o for o in scene.objects if o.kind == k]
+                q = T.pick(rng, UNSEEN["color"]).format(k=k)
+                a = f"It is {members[0].color}." if len(members) == 1 else f"There are {len(members)} {T.plural(k)}."
+            elif i % 4 == 2:
+                cat = T.random_category(rng, scene, 0.75)
+                q = T.pick(rng, UNSEEN["count"]).format(pl=T.plural(cat))
+                a = T.count_word(len(T.category_members(scene, cat)), cat)
+            else:
+                q, a = T.question(rng, scene)
+            result = self.ask(q, image)
+            ok = norm(result.text) == norm(a) or (norm(a) in ("yes", "no") and norm(result.text).split(" ")[:1] == [norm(a)])
+            correct += ok
+            if len(examples) < 4:
+                examples.append({"q": q, "expected": a, "answer": result.text})
+        return correct / n, examples
+
+    def region(self, rng, n):
+        correct = 0
+        for _ in range(n):
+            s = T.region_question(rng)
+            result = self.ask(s.turns[0][0].replace("<image>\n", ""), s.image, s.regions)
+            correct += norm(result.text) == norm(s.turns[0][1])
+        return correct / n, []
+
+    def detection(self, rng, n, seg: bool):
+        per_cat: dict[str, list] = {}
+        gts: dict[str, int] = {}
+        ious = []
+        for _ in range(n):
+            scene, image, masks = T.new_scene(rng)
+            cats = []
+            for _ in range(2):
+                c = T.random_category(rng, scene, 0.7)
+                if c not in cats:
+                    cats.append(c)
+            verb = "Segment every" if seg else "Detect every"
+            result = self.ask(f"{verb} {T.join_words(cats)}.", image)
+            for ci, cat in enumerate(cats):
+                gt = T.category_members(scene, cat)
+                gts[cat] = gts.get(cat, 0) + len(gt)
+                det = result.detections[ci]["items"] if ci < len(result.detections) else []
+                used = set()
+                for d in sorted(det, key=lambda d: -d["score"]):
+                    best, best_iou = None, 0.5
+                    for g in gt:
+                        iou = box_iou(d["box"], scene.objects[g].box)
+                        if g not in used and iou >= best_iou:
+                            best, best_iou = g, iou
+                    per_cat.setdefault(cat, []).append((d["score"], best is not None))
+                    if best is not None:
+                        used.add(best)
+                        if seg:
+                            pm, gm = d["mask"], masks[best]
+                            ious.append((pm & gm).sum() / max(1, (pm | gm).sum()))
+        if seg:
+            return float(np.mean(ious)) if ious else 0.0, []
+        aps = [average_precision(per_cat.get(c, []), gts[c]) for c in gts if gts[c] > 0]
+        return float(np.mean(aps)) if aps else 0.0, []
+
+    def grounding(self, rng, n):
+        correct = 0
+        for _ in range(n):
+            s = T.grounding(rng)
+            q = s.turns[0][0].replace("<image>\n", "")
+            result = self.ask(q, s.image)
+            target = s.scene.objects[s.calls[0].targets[0]].box
+            pred = result.detections[0]["items"][0]["box"] if result.detections and result.detections[0]["items"] else None
+            correct += pred is not None and box_iou(pred, target) >= 0.5
+        return correct / n, []
+
+    def pose(self, rng, n):
+        hits = total = 0
+        for _ in range(n):
+            scene, image, _ = T.new_scene(rng, n_people=int(rng.integers(1, 3)), n_shapes=int(rng.integers(1, 4)))
+            result = self.ask("Estimate the pose of each person.", image, max_new_tokens=160)
+            for person in scene.people():
+                height = person.box[3] - person.box[1]
+                best = max(result.poses, key=lambda p: box_iou(p["box"], person.box), default=None)
+                for k, (gx, gy) in enumerate(person.keypoints):
+                    total += 1
+                    if best is not None and box_iou(best["box"], person.box) > 0.3 and k < len(best["keypoints"]):
+                        px, py = best["keypoints"][k]
+                        hits += np.hypot(px - gx, py - gy) <= 0.1 * height
+        return hits / max(1, total), []
+
+    def generation(self, rng, n, seed=0):
+        ok = 0
+        samples = []
+        for i in range(n):
+            s = T.generation(rng)
+            q = s.turns[0][0]
+            specs = [(m.group(1), m.group(2), m.group(3)) for m in re.finditer(
+                r"a (red|green|blue|yellow|purple) (circle|square|triangle|diamond)(?: (on the left|on the right|at the top left|at the top right|at the bottom left|at the bottom right|at the top|at the bottom|in the center))?", q.lower())]
+            result = self.runner.generate([(q, "")], None, None, max_new_tokens=40, seed=seed + i)
+            image = result.images[0] if result.images else None
+            ok += image is not None and judge_generation(image, specs)
+            if len(samples) < 3 and image is not None:
+                samples.append((q, image))
+        return ok / n, samples
+
+    def editing(self, rng, n, seed=0):
+        ok = 0
+        samples = []
+        for i in range(n):
+            s = T.editing(rng)
+            target = s.calls[0].image
+            source = s.image
+            result = self.runner.generate([(s.turns[0][0], "")], source, None, max_new_tokens=40, seed=seed + i)
+            out = result.images[0] if result.images else None
+            if out is None:
+                continue
+            changed = np.abs(source.astype(int) - target.astype(int)).max(-1) > 30
+            unchanged = np.abs(out.astype(int) - source.astype(int))[~changed].mean() if (~changed).any() else 0.0
+            applied = np.abs(out.astype(int) - target.astype(int))[changed].mean() <= 40 if changed.any() else True
+            ok += bool(applied and unchanged <= 6)
+            if len(samples) < 3:
+                samples.append((s.turns[0][0].replace("<image>\n", ""), source, out))
+        return ok / n, samples
+
+
+def draw_sample(runner: Runner, path: str) -> str:
+    """A held-out scene with the model's boxes and keypoints drawn on it."""
+    rng = np.random.default_rng(EVAL_SEED + 7)
+    scene, image, _ = T.new_scene(rng, n_people=1, n_shapes=4)
+    det = runner.generate([("<image>\nDetect every shape and person.", "")], image)
+    pose = runner.generate([("<image>\nEstimate the pose of each person.", "")], image, max_new_tokens=160)
+    big = Image.fromarray(image).resize((384, 384), Image.NEAREST)
+    d = ImageDraw.Draw(big)
+    for group in det.detections:
+        for item in group["items"]:
+            x0, y0, x1, y1 = (v * 3 for v in item["box"])
+            d.rectangle([x0, y0, x1, y1], outline=(0, 0, 0), width=2)
+            d.text((x0 + 2, y0 + 2), f"{group['label']} {item['score']:.2f}", fill=(0, 0, 0))
+    for p in pose.poses:
+        kps = [(x * 3, y * 3) for x, y in p["keypoints"]]
+        for a, b in W.SKELETON:
+            ia, ib = W.KEYPOINTS.index(a), W.KEYPOINTS.index(b)
+            if ia < len(kps) and ib < len(kps):
+                d.line([kps[ia], kps[ib]], fill=(255, 0, 160), width=2)
+    big.save(path)
+    return det.text
+
+
+def evaluate_and_write_card(model: VisionLLMv2Nano, tok: Tokenizer, bundle: str, scenes: int = 500) -> dict:
+    model.eval()
+    torch.set_num_threads(2)
+    ev = Evaluator(model, tok)
+    results = {}
+    examples = {}
+    card_dir = os.path.join(bundle, "card")
+    os.makedirs(card_dir, exist_ok=True)
+    started = time.time()
+    for i, family in enumerate(BARS):
+        rng = np.random.default_rng(EVAL_SEED + i)
+        t0 = time.time()
+        with torch.no_grad():
+            if family == "questions":
+                value, ex = ev.questions(rng, scenes)
+                examples["questions"] = ex
+            elif family == "region":
+                value, _ = ev.region(rng, scenes)
+            elif family in ("detection", "segmentation"):
+                value, _ = ev.detection(rng, scenes, seg=family == "segmentation")
+            elif family == "grounding":
+                value, _ = ev.grounding(rng, scenes)
+            elif family == "pose":
+                value, _ = ev.pose(rng, max(50, scenes // 2))
+            elif family == "generation":
+                value, samples = ev.generation(rng, scenes)
+                for j, (q, im) in enumerate(samples):
+                    Image.fromarray(im).resize((256, 256), Image.NEAREST).save(os.path.join(card_dir, f"generation-{j}.png"))
+                examples["generation"] = [q for q, _ in samples]
+            else:
+                value, samples = ev.editing(rng, scenes)
+                for j, (q, src, out) in enumerate(samples):
+                    pair = np.concatenate([src, np.full((128, 4, 3), 255, np.uint8), out], axis=1)
+                    Image.fromarray(pair).resize((520, 256), Image.NEAREST).save(os.path.join(card_dir, f"editing-{j}.png"))
+                examples["editing"] = [q for q, _, _ in samples]
+        results[family] = value
+        print(f"eval {family}: {value:.3f} (bar {BARS[family]}) in {time.time() - t0:.0f} s", flush=True)
+    detection_text = draw_sample(ev.runner, os.path.join(card_dir, "detection-and-pose.png"))
+    with open(os.path.join(bundle, "card", "eval.json"), "w") as f:
+        json.dump({"scenes_per_family": scenes, "results": results, "bars": BARS, "examples": examples,
+                   "seconds": time.time() - started}, f, indent=1)
+    write_card(bundle, results, scenes, examples, detection_text)
+    return results
+
+
+def write_card(bundle: str, results: dict, scenes: int, examples: dict, detection_text: str) -> None:
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        manifest = json.load(f)
+    total = sum(v["bytes"] for v in manifest["files"].values())
+    rows = "\n".join(
+        f"| {fam} | {METRIC[fam]} | {results[fam]:.3f} | >= {BARS[fam]:.2f} | {'met' if results[fam] >= BARS[fam] else '**not met**'} |"
+        for fam in BARS
+    )
+    qa = "\n".join(f"- Q: {e['q']}  expected: {e['expected']}  model: {e['answer']}" for e in examples.get("questions", []))
+    c = manifest["config"]
+    text = f"""# VisionLLM v2-nano — model card
+
+A miniature of VisionLLM v2 (same architecture and super link), trained from scratch on the nano
+world (`../shared/NANO_WORLD.md` v1) by `npm run model:train` (three stages, {manifest['model']['version']}).
+
+- Vision encoder: ViT, {c['image_size']} px, patch {c['patch']}, {c['vit_layers']} layers x {c['vit_dim']}; features from the
+  second-to-last layer; the last three levels feed the region encoder and the decoders.
+- LLM: LLaMA architecture, {c['llm_layers']} layers x {c['llm_dim']}, {c['llm_heads']} heads, vocabulary {c['vocab_size']} (byte-level BPE).
+- Super link: routing tokens [DET] [SEG] [GRD] [POSE] [GEN] [EDIT]; {c['perception_queries']} queries for perception
+  (shared by DET/SEG/GRD, own table for POSE), {c['gen_queries']} for GEN and for EDIT.
+- Decoders: DINO-style perception decoder (boxes, masks; class scores = dot products with the super-link
+  embeddings), pose decoder (heatmaps + soft-argmax), flow-matching generator and editor at {c['gen_res']} px
+  ({manifest['generation']['steps']} Euler steps).
+- Bundle: {len(manifest['files'])} files, {total / 1e6:.1f} MB.
+
+## Evaluation (held-out seeds, {scenes} scenes per family; pose on {max(50, scenes // 2)})
+
+Measured by `model/nano/evaluate.py` with the PyTorch reference runtime (the TypeScript runtime
+reproduces it: see the golden tests).
+
+| family | metric | measured | bar | |
+| --- | --- | --- | --- | --- |
+{rows}
+
+Question wordings include phrasings that never appear in training. Where a bar is not met, the
+cause is training budget: the whole three-stage recipe runs in 90 minutes on two CPU cores.
+
+## Training curves
+
+![loss curves](card/loss_curves.png)
+
+## Samples
+
+Detection and pose on a held-out scene ("Detect every shape and person." -> "{detection_text}"):
+
+![detection and pose](card/detection-and-pose.png)
+
+Questions:
+{qa}
+
+Generation ({'; '.join(examples.get('generation', []))}):
+
+{' '.join(f'![generation](card/generation-{j}.png)' for j in range(len(examples.get('generation', []))))}
+
+Editing, source and result ({'; '.join(examples.get('editing', []))}):
+
+{' '.join(f'![editing](card/editing-{j}.png)' for j in range(len(examples.get('editing', []))))}
+"""
+    with open(os.path.join(bundle, "MODEL_CARD.md"), "w") as f:
+        f.write(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", default="model/bundle")
+    parser.add_argument("--out", default="model/.runs/full", help="training folder with checkpoint.pt")
+    parser.add_argument("--scenes", type=int, default=500)
+    args = parser.parse_args()
+    tok = Tokenizer.load(os.path.join(args.bundle, "tokenizer.json"))
+    with open(os.path.join(args.bundle, "manifest.json")) as f:
+        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["config"].items()})
+    model = VisionLLMv2Nano(cfg)
+    model.load_state_dict(torch.load(os.path.join(args.out, "checkpoint.pt"))["model"])
+    evaluate_and_write_card(model, tok, args.bundle, args.scenes)
+
+
+if __name__ == "__main__":
+    main()
