@@ -64,7 +64,15 @@ describe("edge end to end", () => {
     const completion = await openai.chat.completions.create({
       model: "visionllm-v2-nano",
       max_tokens: 80,
-      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: dataUrl } }, { type: "text", text: "How many circles are there?" }] }],
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image_url", image_url: { url: dataUrl } },
+            { type: "text", text: "How many circles are there?" },
+          ],
+        },
+      ],
     });
     expect(completion.object).toBe("chat.completion");
     expect(completion.choices[0]?.message.content).toMatch(/\d/);
@@ -92,7 +100,15 @@ describe("edge end to end", () => {
       model: "visionllm-v2-nano",
       temperature: 0,
       max_tokens: 30,
-      messages: [{ role: "user", content: [{ type: "image_url", image_url: { url: dataUrl } }, { type: "text", text: "Is there a red circle?" }] }],
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image_url", image_url: { url: dataUrl } },
+            { type: "text", text: "Is there a red circle?" },
+          ],
+        },
+      ],
     };
     const post = () =>
       fetch(`${stack.edge}/v1/chat/completions`, {
@@ -112,7 +128,11 @@ describe("edge end to end", () => {
     expect(await metric(stack.runner, "vllm:e2e_request_latency_seconds_count")).toBe(before);
     const bypass = await fetch(`${stack.edge}/v1/chat/completions`, {
       method: "POST",
-      headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json", "cache-control": "no-cache" },
+      headers: {
+        authorization: `Bearer ${stack.apiKey}`,
+        "content-type": "application/json",
+        "cache-control": "no-cache",
+      },
       body: JSON.stringify(body),
     });
     expect(bypass.headers.get("x-cache")).toBe("BYPASS");
@@ -146,6 +166,8 @@ describe("edge end to end", () => {
       running = await metric(stack.runner, "vllm:num_requests_running");
     }
     expect(running).toBe(0);
-    expect(await metric(stack.runner, 'vllm:request_success_total{finished_reason="canceled"')).toBeGreaterThanOrEqual(1);
+    expect(
+      await metric(stack.runner, 'vllm:request_success_total{finished_reason="canceled"'),
+    ).toBeGreaterThanOrEqual(1);
   });
 });

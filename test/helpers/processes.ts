@@ -78,9 +78,9 @@ export async function startRunner(env: Record<string, string> = {}): Promise<Spa
 export const DEV_KEY_FOR_TESTS = "vl_00112233445566778899aabbccddeeff00112233";
 
 /** The whole stack exactly as `npm start` runs it, on free ports with a throwaway local state. */
-export async function startStack(env: Record<string, string> = {}): Promise<
-  Spawned & { edge: string; runner: string; apiKey: string }
-> {
+export async function startStack(
+  env: Record<string, string> = {},
+): Promise<Spawned & { edge: string; runner: string; apiKey: string }> {
   const { mkdtemp } = await import("node:fs/promises");
   const { tmpdir } = await import("node:os");
   const path = await import("node:path");

@@ -56,7 +56,10 @@ keyInput.value = localStorage.getItem(KEY_STORAGE) ?? "";
 keyInput.addEventListener("change", () => localStorage.setItem(KEY_STORAGE, keyInput.value.trim()));
 
 const image = $<HTMLImageElement>("image");
-const layers: OverlayLayers = { svg: $("overlay") as unknown as SVGSVGElement, masks: $<HTMLCanvasElement>("masks") };
+const layers: OverlayLayers = {
+  svg: $("overlay") as unknown as SVGSVGElement,
+  masks: $<HTMLCanvasElement>("masks"),
+};
 const selection = $("selection") as unknown as SVGSVGElement;
 const log = $<HTMLOListElement>("log");
 const errorBox = $<HTMLParagraphElement>("error");
@@ -111,7 +114,8 @@ async function loadImage(file: Blob): Promise<void> {
   await image.decode();
   $("frame").hidden = false;
   $("hint").hidden = true;
-  for (const svg of [layers.svg, selection]) svg.setAttribute("viewBox", `0 0 ${image.naturalWidth} ${image.naturalHeight}`);
+  for (const svg of [layers.svg, selection])
+    svg.setAttribute("viewBox", `0 0 ${image.naturalWidth} ${image.naturalHeight}`);
   resetOverlay(layers, image.naturalWidth, image.naturalHeight);
   history = [];
   outputs = [];
@@ -139,7 +143,10 @@ document.addEventListener("paste", (e) => {
 // Region selection: drag a box or click a point, in image pixels.
 function imagePoint(e: PointerEvent): [number, number] {
   const rect = image.getBoundingClientRect();
-  return [((e.clientX - rect.left) / rect.width) * image.naturalWidth, ((e.clientY - rect.top) / rect.height) * image.naturalHeight];
+  return [
+    ((e.clientX - rect.left) / rect.width) * image.naturalWidth,
+    ((e.clientY - rect.top) / rect.height) * image.naturalHeight,
+  ];
 }
 function drawSelection(): void {
   selection.replaceChildren();
@@ -148,9 +155,16 @@ function drawSelection(): void {
   const node = document.createElementNS(ns, "box" in region ? "rect" : "circle");
   if ("box" in region) {
     const [x0, y0, x1, y1] = region.box;
-    Object.entries({ x: x0, y: y0, width: x1 - x0, height: y1 - y0 }).forEach(([k, v]) => node.setAttribute(k, String(v)));
+    for (const [k, v] of Object.entries({ x: x0, y: y0, width: x1 - x0, height: y1 - y0 }))
+      node.setAttribute(k, String(v));
   } else {
-    Object.entries({ cx: region.point[0], cy: region.point[1], r: image.naturalWidth / 60 }).forEach(([k, v]) => node.setAttribute(k, String(v)));
+    for (const [k, v] of Object.entries({
+      cx: region.point[0],
+      cy: region.point[1],
+      r: image.naturalWidth / 60,
+    })) {
+      node.setAttribute(k, String(v));
+    }
   }
   node.setAttribute("class", "region");
   selection.append(node);
@@ -168,7 +182,14 @@ selection.addEventListener("pointerdown", (e) => {
 selection.addEventListener("pointermove", (e) => {
   if (mode !== "box" || !dragStart) return;
   const [x, y] = imagePoint(e);
-  region = { box: [Math.min(dragStart[0], x), Math.min(dragStart[1], y), Math.max(dragStart[0], x), Math.max(dragStart[1], y)] };
+  region = {
+    box: [
+      Math.min(dragStart[0], x),
+      Math.min(dragStart[1], y),
+      Math.max(dragStart[0], x),
+      Math.max(dragStart[1], y),
+    ],
+  };
   drawSelection();
 });
 selection.addEventListener("pointerup", () => {
@@ -177,7 +198,7 @@ selection.addEventListener("pointerup", () => {
 for (const m of ["box", "point"] as const) {
   $(`mode-${m}`).addEventListener("click", () => {
     mode = mode === m ? undefined : m;
-    document.querySelectorAll(".mode").forEach((b) => b.classList.toggle("active", b.id === `mode-${mode}`));
+    for (const b of document.querySelectorAll(".mode")) b.classList.toggle("active", b.id === `mode-${mode}`);
     selection.classList.toggle("selecting", mode !== undefined);
   });
 }
@@ -187,7 +208,11 @@ $("clear-region").addEventListener("click", () => {
 });
 
 // Toggles.
-const toggles = { boxes: $<HTMLInputElement>("show-boxes"), masks: $<HTMLInputElement>("show-masks"), keypoints: $<HTMLInputElement>("show-keypoints") };
+const toggles = {
+  boxes: $<HTMLInputElement>("show-boxes"),
+  masks: $<HTMLInputElement>("show-masks"),
+  keypoints: $<HTMLInputElement>("show-keypoints"),
+};
 function applyToggles(): void {
   document.body.classList.toggle("hide-boxes", !toggles.boxes.checked);
   document.body.classList.toggle("hide-masks", !toggles.masks.checked);
@@ -202,10 +227,16 @@ function save(blob: Blob, name: string): void {
   a.click();
   setTimeout(() => URL.revokeObjectURL(a.href), 1000);
 }
-$("download-json").addEventListener("click", () => save(new Blob([JSON.stringify(outputs, null, 1)], { type: "application/json" }), "visionllm-outputs.json"));
+$("download-json").addEventListener("click", () =>
+  save(new Blob([JSON.stringify(outputs, null, 1)], { type: "application/json" }), "visionllm-outputs.json"),
+);
 $("download-png").addEventListener("click", async () => {
   if (!imageUrl) return;
-  const blob = await composite(image, layers, { boxes: toggles.boxes.checked, masks: toggles.masks.checked, keypoints: toggles.keypoints.checked });
+  const blob = await composite(image, layers, {
+    boxes: toggles.boxes.checked,
+    masks: toggles.masks.checked,
+    keypoints: toggles.keypoints.checked,
+  });
   if (blob) save(blob, "visionllm-overlay.png");
 });
 
@@ -259,7 +290,8 @@ $<HTMLFormElement>("ask").addEventListener("submit", async (e) => {
   if (imageUrl && history.length === 0) parts.push({ type: "image_url", image_url: { url: imageUrl } });
   parts.push({ type: "text", text: question });
   if (region) parts.push({ type: "region", region: { image_index: 0, ...region } });
-  const firstTurnImage = imageUrl && history.length > 0 ? [{ type: "image_url" as const, image_url: { url: imageUrl } }] : [];
+  const firstTurnImage =
+    imageUrl && history.length > 0 ? [{ type: "image_url" as const, image_url: { url: imageUrl } }] : [];
   const messages = [
     ...history.map((t, i) =>
       i === 0 && t.role === "user" && firstTurnImage.length
@@ -276,7 +308,10 @@ $<HTMLFormElement>("ask").addEventListener("submit", async (e) => {
   const client = new VisionLLMClient({ baseURL: location.origin, apiKey });
   let text = "";
   try {
-    for await (const event of client.chat({ model: MODEL, messages, max_tokens: 256 }, { signal: running.signal })) {
+    for await (const event of client.chat(
+      { model: MODEL, messages, max_tokens: 256 },
+      { signal: running.signal },
+    )) {
       if (event.type === "text-delta") {
         text += event.delta;
         answer.textContent = text;

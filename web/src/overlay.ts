@@ -10,7 +10,10 @@ export interface OverlayLayers {
   masks: HTMLCanvasElement;
 }
 
-function el<K extends keyof SVGElementTagNameMap>(name: K, attrs: Record<string, string | number>): SVGElementTagNameMap[K] {
+function el<K extends keyof SVGElementTagNameMap>(
+  name: K,
+  attrs: Record<string, string | number>,
+): SVGElementTagNameMap[K] {
   const node = document.createElementNS(SVG, name);
   for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
   return node;
@@ -29,7 +32,11 @@ export function drawDetections(layers: OverlayLayers, event: EventOf<"detections
   const stroke = Math.max(1, Number(layers.svg.viewBox.baseVal.width) / 200);
   for (const item of event.items) {
     const [x0, y0, x1, y1] = item.box;
-    const group = el("g", { class: "detection", "data-label": item.label, "data-score": item.score.toFixed(3) });
+    const group = el("g", {
+      class: "detection",
+      "data-label": item.label,
+      "data-score": item.score.toFixed(3),
+    });
     group.append(
       el("rect", {
         x: x0,
@@ -42,7 +49,12 @@ export function drawDetections(layers: OverlayLayers, event: EventOf<"detections
         "data-box": [x0, y0, x1, y1].map((v) => v.toFixed(1)).join(","),
       }),
     );
-    const label = el("text", { x: x0 + stroke, y: Math.max(y0 - stroke, stroke * 6), fill: color, "font-size": stroke * 7 });
+    const label = el("text", {
+      x: x0 + stroke,
+      y: Math.max(y0 - stroke, stroke * 6),
+      fill: color,
+      "font-size": stroke * 7,
+    });
     label.textContent = `${item.label} ${(item.score * 100).toFixed(0)}%`;
     group.append(label);
     layers.svg.append(group);
@@ -50,7 +62,11 @@ export function drawDetections(layers: OverlayLayers, event: EventOf<"detections
   }
 }
 
-function paintMask(canvas: HTMLCanvasElement, mask: NonNullable<EventOf<"detections">["items"][number]["mask"]>, color: string): void {
+function paintMask(
+  canvas: HTMLCanvasElement,
+  mask: NonNullable<EventOf<"detections">["items"][number]["mask"]>,
+  color: string,
+): void {
   const ctx = canvas.getContext("2d");
   if (!ctx) return;
   const bits = decodeMask(mask);
@@ -77,7 +93,9 @@ export function drawKeypoints(layers: OverlayLayers, event: EventOf<"keypoints">
       const p = pose.keypoints[a];
       const q = pose.keypoints[b];
       if (!p || !q) continue;
-      group.append(el("line", { x1: p.x, y1: p.y, x2: q.x, y2: q.y, stroke: "#ff00a0", "stroke-width": stroke }));
+      group.append(
+        el("line", { x1: p.x, y1: p.y, x2: q.x, y2: q.y, stroke: "#ff00a0", "stroke-width": stroke }),
+      );
     }
     for (const k of pose.keypoints) {
       group.append(el("circle", { cx: k.x, cy: k.y, r: stroke * 1.2, fill: "#00e0ff", "data-name": k.name }));
@@ -87,7 +105,11 @@ export function drawKeypoints(layers: OverlayLayers, event: EventOf<"keypoints">
 }
 
 /** The image with every visible overlay, as a PNG blob (for the download button). */
-export async function composite(image: HTMLImageElement, layers: OverlayLayers, show: { boxes: boolean; masks: boolean; keypoints: boolean }): Promise<Blob | null> {
+export async function composite(
+  image: HTMLImageElement,
+  layers: OverlayLayers,
+  show: { boxes: boolean; masks: boolean; keypoints: boolean },
+): Promise<Blob | null> {
   const canvas = document.createElement("canvas");
   canvas.width = image.naturalWidth;
   canvas.height = image.naturalHeight;
@@ -100,7 +122,9 @@ export async function composite(image: HTMLImageElement, layers: OverlayLayers, 
   clone.setAttribute("height", String(canvas.height));
   for (const node of clone.querySelectorAll(".detection")) if (!show.boxes) node.remove();
   for (const node of clone.querySelectorAll(".pose")) if (!show.keypoints) node.remove();
-  const svgUrl = URL.createObjectURL(new Blob([new XMLSerializer().serializeToString(clone)], { type: "image/svg+xml" }));
+  const svgUrl = URL.createObjectURL(
+    new Blob([new XMLSerializer().serializeToString(clone)], { type: "image/svg+xml" }),
+  );
   const svgImage = new Image();
   await new Promise<void>((resolve, reject) => {
     svgImage.onload = () => resolve();

@@ -1,0 +1,428 @@
+import { readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { parseArgs } from "node:util";
+import { renderChat } from "@visionllm/protocol";
+import { createBackend, float32, int64, type Provider } from "../gpu-runner/src/backend/onnx";
+import { loadBundle } from "../gpu-runner/src/bundle/load";
+import { DecodeBatcher } from "../gpu-runner/src/engine/batcher";
+import { ImageFeatureCache } from "../gpu-runner/src/engine/feature-cache";
+import { type GenerateInput, generate, prepareImage } from "../gpu-runner/src/model/generate";
+import { VisionLLM } from "../gpu-runner/src/model/visionllm";
+import { startStack } from "../test/helpers/processes";
+
+/**
+ * `npm run bench`: every figure beside its reference, measured in the same run on this machine.
+ * Writes bench/results.json and BENCHMARKS.md. Not a test: nothing here passes or fails.
+ */
+
+const { values } = parseArgs({
+  options: {
+    bundle: { type: "string", default: "model/bundle" },
+    provider: { type: "string", default: "wasm" },
+    quick: { type: "boolean", default: false },
+    "skip-edge": { type: "boolean", default: false },
+  },
+});
+const provider = values.provider as Provider;
+const quick = values.quick ?? false;
+const rows: Array<{
+  section: string;
+  name: string;
+  value: number;
+  unit: string;
+  reference?: string;
+  ratio?: number;
+  note?: string;
+}> = [];
+const record = (row: (typeof rows)[number]) => {
+  rows.push(row);
+  const ratio = row.ratio === undefined ? "" : `  (x${row.ratio.toFixed(2)} vs ${row.reference})`;
+  console.log(
+    `${row.section.padEnd(10)} ${row.name.padEnd(52)} ${row.value.toFixed(2).padStart(10)} ${row.unit}${ratio}`,
+  );
+};
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+const percentile = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? 0;
+
+const bundle = await loadBundle(values.bundle);
+const model = await VisionLLM.load(bundle, await createBackend({ provider }));
+const m = bundle.manifest;
+const scene = new Uint8Array(readFileSync("test/fixtures/scene-detect.png"));
+const prompt = (question: string, image = true) =>
+  renderChat(m.chat_template, m.system_prompt, [
+    { role: "user", content: `${image ? `${m.special_tokens.image}\n` : ""}${question}` },
+  ]);
+const decodeTokens = quick ? 32 : 64;
+
+function request(seed: number, extra: Partial<GenerateInput> = {}): GenerateInput {
+  return {
+    prompt: prompt("Describe the image."),
+    images: [{ bytes: scene, sha256: "bench-scene" }],
+    regions: [],
+    sampling: {
+      max_tokens: decodeTokens,
+      min_tokens: decodeTokens,
+      temperature: 1,
+      top_p: 1,
+      top_k: 0,
+      seed,
+      stop: [],
+    },
+    maxImagePixels: 1 << 24,
+    ...extra,
+  };
+}
+
+async function run(input: GenerateInput): Promise<{ tokens: number; ttft: number; seconds: number }> {
+  const t0 = performance.now();
+  let ttft = 0;
+  let tokens = 0;
+  for await (const _event of generate(model, {
+    ...input,
+    onToken: () => {
+      tokens++;
+      if (!ttft) ttft = performance.now() - t0;
+    },
+  })) {
+    // consume
+  }
+  return { tokens, ttft, seconds: (performance.now() - t0) / 1000 };
+}
+
+const cache = new ImageFeatureCache(64 * 1024 * 1024);
+await run(
+  request(0, { featureCache: cache, sampling: { ...request(0).sampling, max_tokens: 4, min_tokens: 4 } }),
+);
+
+// 1. Decode speed: the runner's loop against a bare ONNX Runtime loop over the same graph.
+{
+  const r = await run(request(1, { featureCache: cache }));
+  const decodeSeconds = r.seconds - r.ttft / 1000;
+  const runnerRate = (r.tokens - 1) / decodeSeconds;
+  // Bare loop: the same llm graph, the same cache shapes, one token at a time, no sampling or events.
+  const cacheState = model.emptyCache();
+  const ids = model.tokenizer.encode(prompt("Describe the image.", false));
+  await model.llmStep(model.tableRows("embed_tokens", ids), cacheState);
+  const one = model.tableRows("embed_tokens", [ids[0] ?? 0]);
+  const t0 = performance.now();
+  for (let i = 0; i < decodeTokens; i++) await model.llmStep(one, cacheState);
+  const bareRate = decodeTokens / ((performance.now() - t0) / 1000);
+  record({
+    section: "decode",
+    name: `bare ORT loop (${model.backend.runtime} ${provider}), batch 1`,
+    value: bareRate,
+    unit: "tok/s",
+  });
+  record({
+    section: "decode",
+    name: "runner generation loop, batch 1",
+    value: runnerRate,
+    unit: "tok/s",
+    reference: "bare ORT loop",
+    ratio: runnerRate / bareRate,
+  });
+  if (provider !== "cpu") {
+    try {
+      const nodeModel = await VisionLLM.load(bundle, await createBackend({ provider: "cpu" }));
+      const nodeCache = nodeModel.emptyCache();
+      await nodeModel.llmStep(nodeModel.tableRows("embed_tokens", ids), nodeCache);
+      const t1 = performance.now();
+      for (let i = 0; i < decodeTokens; i++) await nodeModel.llmStep(one, nodeCache);
+      const nodeRate = decodeTokens / ((performance.now() - t1) / 1000);
+      record({
+        section: "decode",
+        name: "bare loop on onnxruntime-node (cpu), batch 1",
+        value: nodeRate,
+        unit: "tok/s",
+        reference: "bare ORT loop",
+        ratio: nodeRate / bareRate,
+      });
+      await nodeModel.release();
+    } catch (error) {
+      console.log(`onnxruntime-node unavailable: ${(error as Error).message}`);
+    }
+  }
+
+  // Limits of this machine for this model. Decode at batch 1 reads every LLM weight once per token
+  // and does ~2 FLOPs per weight: compare with measured memory bandwidth and a compute-bound run of
+  // the same graph (a long prefill, where big matrix multiplies dominate).
+  const weightBytes = bundle.graphs.llm.byteLength;
+  const flopsPerToken = 2 * (weightBytes / 4);
+  const buffer = new Float64Array(32 * 1024 * 1024);
+  const copy = new Float64Array(buffer.length);
+  const tb = performance.now();
+  for (let i = 0; i < 8; i++) copy.set(buffer);
+  const bandwidth = (8 * 2 * buffer.byteLength) / ((performance.now() - tb) / 1000);
+  const longIds = Array.from({ length: 480 }, (_, i) => ids[i % ids.length] ?? 0);
+  const tp = performance.now();
+  await model.llmStep(model.tableRows("embed_tokens", longIds), model.emptyCache());
+  const flopRate = (flopsPerToken * longIds.length) / ((performance.now() - tp) / 1000);
+  const bandwidthBound = bandwidth / weightBytes;
+  const computeBound = flopRate / flopsPerToken;
+  record({
+    section: "limits",
+    name: `LLM weights read per token (${(weightBytes / 1e6).toFixed(1)} MB) / memory bandwidth`,
+    value: bandwidthBound,
+    unit: "tok/s",
+    note: `${(bandwidth / 1e9).toFixed(1)} GB/s measured`,
+  });
+  record({
+    section: "limits",
+    name: `FLOPs per token / measured rate (${(flopRate / 1e9).toFixed(1)} GFLOP/s, 480-token prefill)`,
+    value: computeBound,
+    unit: "tok/s",
+  });
+  record({
+    section: "limits",
+    name: "runner decode, share of the bandwidth bound",
+    value: (100 * runnerRate) / bandwidthBound,
+    unit: "%",
+  });
+  record({
+    section: "limits",
+    name: "runner decode, share of the compute bound",
+    value: (100 * runnerRate) / computeBound,
+    unit: "%",
+  });
+}
+
+// 2. Time to first token, broken down.
+{
+  const t0 = performance.now();
+  const prepared = await prepareImage(model, scene, 1 << 24);
+  const tEncode = performance.now() - t0;
+  const t1 = performance.now();
+  const { decodeImage } = await import("../gpu-runner/src/preprocess/image");
+  await decodeImage(scene, 1 << 24);
+  const tDecode = performance.now() - t1;
+  const ids = model.tokenizer.encode(
+    prompt("Describe the image.").replace(
+      m.special_tokens.image,
+      m.special_tokens.image_start +
+        m.special_tokens.image_patch.repeat(m.image_tokens) +
+        m.special_tokens.image_end,
+    ),
+  );
+  const embeds = model.tableRows("embed_tokens", ids);
+  const t2 = performance.now();
+  await model.llmStep(embeds, model.emptyCache());
+  const tPrefill = performance.now() - t2;
+  const cold = await run(request(3));
+  const warm = await run(request(4, { featureCache: cache }));
+  void prepared.features;
+  record({ section: "ttft", name: "image decode (sharp)", value: tDecode, unit: "ms" });
+  record({ section: "ttft", name: "decode + vision encoder + projector", value: tEncode, unit: "ms" });
+  record({ section: "ttft", name: `prefill (${ids.length} tokens)`, value: tPrefill, unit: "ms" });
+  record({ section: "ttft", name: "time to first token, cold image", value: cold.ttft, unit: "ms" });
+  record({
+    section: "ttft",
+    name: "time to first token, image features cached",
+    value: warm.ttft,
+    unit: "ms",
+    reference: "cold image",
+    ratio: warm.ttft / cold.ttft,
+  });
+}
+
+// 3. Continuous batching: aggregate throughput at 1..16 concurrent streams vs one request at a time.
+{
+  const batcher = new DecodeBatcher(model, { maxBatch: 16, maxWaitMs: 2 });
+  const levels = quick ? [1, 2, 4, 8] : [1, 2, 4, 8, 16];
+  let sequentialRate = 0;
+  {
+    const n = 4;
+    const t0 = performance.now();
+    let tokens = 0;
+    for (let i = 0; i < n; i++) tokens += (await run(request(100 + i, { featureCache: cache }))).tokens;
+    sequentialRate = tokens / ((performance.now() - t0) / 1000);
+    record({
+      section: "batching",
+      name: "one request at a time (plain loop)",
+      value: sequentialRate,
+      unit: "tok/s",
+    });
+  }
+  for (const c of levels) {
+    const t0 = performance.now();
+    const results = await Promise.all(
+      Array.from({ length: c }, (_, i) => run(request(200 + i, { featureCache: cache, batcher }))),
+    );
+    const tokens = results.reduce((a, r) => a + r.tokens, 0);
+    const rate = tokens / ((performance.now() - t0) / 1000);
+    record({
+      section: "batching",
+      name: `continuous batching, ${c} concurrent streams`,
+      value: rate,
+      unit: "tok/s",
+      reference: "one at a time",
+      ratio: rate / sequentialRate,
+    });
+  }
+}
+
+// 4. The edge: latency through it against the runner directly, and the cache.
+if (!values["skip-edge"]) {
+  const stack = await startStack({
+    RUNNER_BUNDLE: values.bundle ?? "model/bundle",
+    RUNNER_PROVIDER: provider,
+  });
+  try {
+    const { signedFetch } = await import("../test/helpers/runner-client");
+    const body = (i: number) => ({
+      model: "visionllm-v2-nano",
+      max_tokens: 8,
+      temperature: 1,
+      seed: 1000 + i,
+      messages: [{ role: "user", content: "Hello!" }],
+    });
+    const n = quick ? 10 : 30;
+    const direct: number[] = [];
+    const directFirst: number[] = [];
+    const edge: number[] = [];
+    const edgeFirst: number[] = [];
+    for (let i = 0; i < n; i++) {
+      let t0 = performance.now();
+      const r1 = await signedFetch(stack.runner, "/v1/generate", {
+        request_id: `bench-${i}`,
+        prompt: prompt("Hello!", false),
+        images: [],
+        regions: [],
+        sampling: {
+          max_tokens: 8,
+          min_tokens: 0,
+          temperature: 1,
+          top_p: 1,
+          top_k: 0,
+          seed: 1000 + i,
+          stop: [],
+        },
+      });
+      const reader1 = r1.body?.getReader();
+      await reader1?.read();
+      directFirst.push(performance.now() - t0);
+      while (!(await reader1?.read())?.done) {}
+      direct.push(performance.now() - t0);
+      t0 = performance.now();
+      const r2 = await fetch(`${stack.edge}/v1/chat`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${stack.apiKey}`,
+          "content-type": "application/json",
+          "cache-control": "no-cache",
+        },
+        body: JSON.stringify(body(i)),
+      });
+      const reader2 = r2.body?.getReader();
+      await reader2?.read();
+      edgeFirst.push(performance.now() - t0);
+      while (!(await reader2?.read())?.done) {}
+      edge.push(performance.now() - t0);
+    }
+    record({
+      section: "edge",
+      name: "runner directly: median latency (8 tokens)",
+      value: median(direct),
+      unit: "ms",
+    });
+    record({
+      section: "edge",
+      name: "through the edge: median latency",
+      value: median(edge),
+      unit: "ms",
+      reference: "runner directly",
+      ratio: median(edge) / median(direct),
+    });
+    record({
+      section: "edge",
+      name: "runner directly: p99 latency",
+      value: percentile(direct, 0.99),
+      unit: "ms",
+    });
+    record({
+      section: "edge",
+      name: "through the edge: p99 latency",
+      value: percentile(edge, 0.99),
+      unit: "ms",
+      reference: "runner p99",
+      ratio: percentile(edge, 0.99) / percentile(direct, 0.99),
+    });
+    record({
+      section: "edge",
+      name: "delay the edge adds to the first event (median)",
+      value: median(edgeFirst) - median(directFirst),
+      unit: "ms",
+    });
+
+    const det = {
+      model: "visionllm-v2-nano",
+      temperature: 0,
+      max_tokens: 60,
+      messages: [
+        {
+          role: "user",
+          content: [
+            {
+              type: "image_url",
+              image_url: { url: `data:image/png;base64,${Buffer.from(scene).toString("base64")}` },
+            },
+            { type: "text", text: "Detect every circle and person." },
+          ],
+        },
+      ],
+    };
+    const post = async () => {
+      const t0 = performance.now();
+      const r = await fetch(`${stack.edge}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify(det),
+      });
+      await r.text();
+      return { ms: performance.now() - t0, status: r.headers.get("x-cache") };
+    };
+    const miss = await post();
+    await new Promise((r) => setTimeout(r, 500));
+    const hits: number[] = [];
+    for (let i = 0; i < 5; i++) hits.push((await post()).ms);
+    record({
+      section: "cache",
+      name: `deterministic detection request, miss (${miss.status})`,
+      value: miss.ms,
+      unit: "ms",
+    });
+    record({
+      section: "cache",
+      name: "same request answered from the KV cache (median of 5)",
+      value: median(hits),
+      unit: "ms",
+      reference: "miss",
+      ratio: median(hits) / miss.ms,
+    });
+  } finally {
+    await stack.stop();
+  }
+}
+
+await model.release();
+
+const machine = `${os.cpus()[0]?.model ?? "cpu"} x${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}`;
+writeFileSync(
+  "bench/results.json",
+  `${JSON.stringify({ machine, provider, date: new Date().toISOString(), rows }, null, 1)}\n`,
+);
+const table = rows
+  .map(
+    (r) =>
+      `| ${r.section} | ${r.name} | ${r.value.toFixed(2)} ${r.unit} | ${r.ratio === undefined ? "" : `x${r.ratio.toFixed(2)} vs ${r.reference}`} |`,
+  )
+  .join("\n");
+writeFileSync(
+  "BENCHMARKS.md",
+  `# Benchmarks\n\nMeasured by \`npm run bench\` (${quick ? "quick" : "full"} run) on ${machine}, ${new Date().toISOString().slice(0, 10)}, ` +
+    `provider ${provider}, bundle ${m.model.id}@${m.model.version}. Every ratio is against a reference measured in the same run.\n\n` +
+    `| section | measurement | value | ratio |\n| --- | --- | --- | --- |\n${table}\n`,
+);
+console.log("wrote bench/results.json and BENCHMARKS.md");
+process.exit(0);

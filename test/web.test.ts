@@ -1,0 +1,118 @@
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type Spawned, startStack } from "./helpers/processes";
+
+/** The web chat in Debian's Chromium, driven by playwright-core, against the real local stack. */
+
+const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
+const SHOTS = process.env.SCREENSHOT_DIR ?? "test-results/web";
+const bundle = process.env.TEST_BUNDLE ?? "model/bundle";
+const truth = JSON.parse(readFileSync("test/fixtures/scene-detect.json", "utf8")) as {
+  objects: Array<{ name: string; kind: string; box: [number, number, number, number] }>;
+};
+
+function iou(a: number[], b: number[]): number {
+  const ix = Math.max(0, Math.min(a[2] ?? 0, b[2] ?? 0) - Math.max(a[0] ?? 0, b[0] ?? 0));
+  const iy = Math.max(0, Math.min(a[3] ?? 0, b[3] ?? 0) - Math.max(a[1] ?? 0, b[1] ?? 0));
+  const area = (r: number[]) => ((r[2] ?? 0) - (r[0] ?? 0)) * ((r[3] ?? 0) - (r[1] ?? 0));
+  return (ix * iy) / (area(a) + area(b) - ix * iy);
+}
+
+describe.skipIf(!existsSync(CHROMIUM))("web client in a real browser", () => {
+  let stack: Spawned & { edge: string; apiKey: string };
+  let browser: Browser;
+  let page: Page;
+
+  beforeAll(async () => {
+    mkdirSync(SHOTS, { recursive: true });
+    stack = await startStack({ RUNNER_BUNDLE: bundle });
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        `--user-data-dir=${await mkdtemp(path.join(tmpdir(), "chromium-"))}`,
+      ],
+    });
+    page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
+    await page.goto(stack.edge);
+  }, 240_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await stack?.stop();
+  }, 30_000);
+
+  it("loads, keeps the key, takes an image and draws detections where the objects are", async () => {
+    await page.fill("#key", stack.apiKey);
+    await page.dispatchEvent("#key", "change");
+    await page.setInputFiles("#file", "test/fixtures/scene-detect.png");
+    await page.waitForSelector("#frame:not([hidden])");
+    await page.fill("#question", "Detect every circle and person.");
+    await page.click("#send");
+    await page.waitForSelector("#log li.assistant.streaming");
+    await page.waitForSelector("#log li.assistant:not(.streaming)", { timeout: 60_000 });
+    const answer = await page.textContent("#log li.assistant");
+    expect(answer).toMatch(/circle/);
+    const boxes = await page.$$eval("#overlay .detection", (nodes) =>
+      nodes.map((n) => ({
+        label: n.getAttribute("data-label"),
+        box: n.querySelector("rect")?.getAttribute("data-box"),
+      })),
+    );
+    expect(boxes.length).toBeGreaterThanOrEqual(2);
+    for (const { label, box } of boxes) {
+      const drawn = (box ?? "").split(",").map(Number);
+      const candidates = truth.objects.filter((o) =>
+        label === "person" ? o.kind === "person" : o.kind === "circle",
+      );
+      expect(Math.max(...candidates.map((o) => iou(drawn, o.box))), `${label} box ${box}`).toBeGreaterThan(
+        0.5,
+      );
+    }
+    expect(await page.evaluate(() => localStorage.getItem("visionllm.apiKey"))).toBe(stack.apiKey);
+    await page.screenshot({ path: `${SHOTS}/detection.png` });
+  });
+
+  it("stops an answer mid-stream with the stop button", async () => {
+    await page.fill("#question", "Estimate the pose of each person.");
+    await page.click("#send");
+    await page.waitForFunction(
+      () => (document.querySelector("#log li.assistant:last-child")?.textContent ?? "").length > 3,
+    );
+    await page.click("#stop");
+    await page.waitForSelector("#log li.assistant:last-child.stopped", { timeout: 10_000 });
+    expect(await page.isEnabled("#send")).toBe(true);
+    await page.screenshot({ path: `${SHOTS}/stopped.png` });
+  });
+
+  it("generates an image and shows it with its progress", async () => {
+    await page.reload();
+    await page.fill("#question", "Draw a red circle on the left and a blue square on the right.");
+    await page.click("#send");
+    await page.waitForSelector("#gallery figure.done img", { timeout: 60_000 });
+    const src = await page.getAttribute("#gallery figure.done img", "src");
+    expect(src).toMatch(/^data:image\/png;base64,/);
+    await page.screenshot({ path: `${SHOTS}/generation.png` });
+  });
+
+  it("explains a bad key in plain words", async () => {
+    await page.fill("#key", "vl_0000000000000000000000000000000000000000");
+    await page.dispatchEvent("#key", "change");
+    await page.fill("#question", "Hello!");
+    await page.click("#send");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.textContent("#error")).toMatch(/API key was not accepted/);
+    await page.screenshot({ path: `${SHOTS}/bad-key.png` });
+  });
+});
