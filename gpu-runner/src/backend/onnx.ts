@@ -105,7 +105,17 @@ export async function createBackend(options: BackendOptions): Promise<Backend> {
     case "webgpu": {
       const adapterName = await installNodeWebGPU();
       const ort = await import("onnxruntime-web/webgpu");
-      ort.env.wasm.numThreads = threads;
+      // The browser bundle fetches its wasm over HTTP; in Node it is read from the package instead.
+      const { readFile } = await import("node:fs/promises");
+      const { createRequire } = await import("node:module");
+      const { dirname, join } = await import("node:path");
+      // The package's exports hide dist/; its entry file sits in the same folder.
+      const entry = createRequire(import.meta.url).resolve("onnxruntime-web/webgpu");
+      const wasmPath = join(dirname(entry), "ort-wasm-simd-threaded.asyncify.wasm");
+      ort.env.wasm.wasmBinary = new Uint8Array(await readFile(wasmPath));
+      // Worker threads would fetch the glue script by URL, which Node cannot do for the bundled
+      // build; the GPU does the heavy work, so one wasm thread is enough here.
+      ort.env.wasm.numThreads = 1;
       ort.env.logLevel = "error";
       return webBackend(ort as unknown as OrtModuleLike, "webgpu", adapterName);
     }
