@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { generateApiKey, sha256Hex } from "../functions/src/api-keys";
+import { generateApiKey, newWebhookSecret, sha256Hex } from "../functions/src/api-keys";
 import { buildWeb } from "./build-web";
 import { persistDir, WRANGLER, wrangler, wranglerEnv } from "./wrangler";
 
@@ -16,6 +16,7 @@ const port = Number(process.env.PORT ?? 8787);
 const runnerPort = Number(process.env.RUNNER_PORT ?? 8788);
 const runnerSecret = process.env.RUNNER_SECRET ?? randomBytes(24).toString("hex");
 const apiKey = process.env.DEV_API_KEY ?? generateApiKey();
+const webhookSecret = process.env.DEV_WEBHOOK_SECRET ?? newWebhookSecret();
 const persist = persistDir();
 const children: ChildProcess[] = [];
 
@@ -92,7 +93,8 @@ async function main(): Promise<void> {
       "--persist-to",
       persist,
       "--command",
-      `INSERT OR IGNORE INTO api_keys (id, name, key_hash, key_prefix, created_at) VALUES ('dev-${hash.slice(0, 12)}', 'local development', '${hash}', '${apiKey.slice(0, 7)}', ${Date.now()})`,
+      `INSERT OR IGNORE INTO api_keys (id, name, key_hash, key_prefix, created_at) VALUES ('dev-${hash.slice(0, 12)}', 'local development', '${hash}', '${apiKey.slice(0, 7)}', ${Date.now()}); ` +
+        `INSERT OR REPLACE INTO webhook_secrets (key_id, secret, created_at) VALUES ('dev-${hash.slice(0, 12)}', '${webhookSecret}', ${Date.now()})`,
     ],
     { quiet: true },
   );
@@ -115,6 +117,8 @@ async function main(): Promise<void> {
       `RUNNER_SECRET:${runnerSecret}`,
       "--var",
       "ALLOW_LOOPBACK_URLS:true",
+      "--var",
+      `WEBHOOK_RETRY_SCALE:${process.env.WEBHOOK_RETRY_SCALE ?? "0.2"}`,
     ],
     wranglerEnv(),
   );
@@ -132,6 +136,7 @@ async function main(): Promise<void> {
       `  OpenAPI      http://127.0.0.1:${port}/openapi.json`,
       `  runner       http://127.0.0.1:${runnerPort}/readyz  /metrics`,
       `  API key      ${apiKey}${process.env.DEV_API_KEY ? " (from DEV_API_KEY)" : ""}`,
+      `  webhooks     signed with ${webhookSecret}${process.env.DEV_WEBHOOK_SECRET ? " (from DEV_WEBHOOK_SECRET)" : ""}; loopback URLs allowed locally`,
       "Ctrl-C stops both.",
       "",
     ].join("\n"),

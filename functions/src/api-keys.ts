@@ -26,3 +26,9 @@ export async function insertKeySql(
     sql: `INSERT INTO api_keys (id, name, key_hash, key_prefix, created_at) VALUES ('${id}', '${safeName}', '${hash}', '${key.slice(0, 7)}', ${Date.now()});`,
   };
 }
+
+/** A Standard Webhooks secret: `whsec_` + base64 of 24 random bytes. */
+export function newWebhookSecret(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(24));
+  return `whsec_${btoa(String.fromCharCode(...bytes))}`;
+}

@@ -1,6 +1,7 @@
 import {
   type ChatCompletion,
   type ChatCompletionChunk,
+  type ChatCompletionRequest,
   ChatCompletionRequestSchema,
   EventSequencer,
   encodeData,
@@ -10,7 +11,9 @@ import {
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
   REQUEST_ID_HEADER,
+  type RunnerGenerateRequest,
   readEventStream,
+  type Sampling,
   type StreamEvent,
   type SuperLinkEvent,
   samplingOf,
@@ -23,8 +26,8 @@ import {
 import type { Context } from "hono";
 import { sha256Hex } from "./api-keys";
 import { cacheable, cacheKey, readCached, writeCached } from "./cache";
-import { type AppEnv, limitsOf } from "./env";
-import { assemblePrompt, runnerImages } from "./prompt";
+import { type AppEnv, type Env, limitsOf } from "./env";
+import { type AssembledPrompt, assemblePrompt, runnerImages } from "./prompt";
 import { forwardGenerate, modelCard } from "./runner-pool";
 
 /** POST /v1/chat (native events) and POST /v1/chat/completions (OpenAI chunks). */
@@ -226,6 +229,41 @@ async function collect(
   };
 }
 
+/** Everything a generation needs before a runner is called: model card, limits, prompt, digests. */
+export async function prepareGeneration(env: Env, request: ChatCompletionRequest) {
+  const card = await modelCard(env);
+  const limits = limitsOf(env);
+  const sampling = samplingOf(request, Math.min(256, card.limits.max_new_tokens));
+  if (sampling.max_tokens > card.limits.max_new_tokens) {
+    throw new VisionLLMError(
+      "invalid_request",
+      `max_tokens may be at most ${card.limits.max_new_tokens} for this model.`,
+      {
+        param: "max_tokens",
+      },
+    );
+  }
+  const assembled = await assemblePrompt(request, card, limits);
+  const digests = await Promise.all(assembled.images.map((image) => sha256Hex(image.bytes)));
+  return { card, limits, sampling, assembled, digests };
+}
+
+export function runnerRequest(
+  requestId: string,
+  assembled: AssembledPrompt,
+  digests: string[],
+  sampling: Sampling,
+): RunnerGenerateRequest {
+  return {
+    request_id: requestId,
+    prompt: assembled.prompt,
+    images: runnerImages(assembled.images, digests),
+    regions: assembled.regions,
+    sampling,
+    deadline_ms: 120_000,
+  };
+}
+
 export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"): Promise<Response> {
   const env = c.env;
   const caller = c.get("caller");
@@ -262,20 +300,7 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
   };
 
   try {
-    const card = await modelCard(env);
-    const limits = limitsOf(env);
-    const sampling = samplingOf(request, Math.min(256, card.limits.max_new_tokens));
-    if (sampling.max_tokens > card.limits.max_new_tokens) {
-      throw new VisionLLMError(
-        "invalid_request",
-        `max_tokens may be at most ${card.limits.max_new_tokens} for this model.`,
-        {
-          param: "max_tokens",
-        },
-      );
-    }
-    const assembled = await assemblePrompt(request, card, limits);
-    const digests = await Promise.all(assembled.images.map((image) => sha256Hex(image.bytes)));
+    const { card, limits, sampling, assembled, digests } = await prepareGeneration(env, request);
     const bypass =
       /no-cache|no-store/i.test(c.req.header("cache-control") ?? "") ||
       c.req.header("x-cache-bypass") === "1";
@@ -311,14 +336,7 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
     } else {
       const forwarded = await forwardGenerate(
         env,
-        {
-          request_id: requestId,
-          prompt: assembled.prompt,
-          images: runnerImages(assembled.images, digests),
-          regions: assembled.regions,
-          sampling,
-          deadline_ms: 120_000,
-        },
+        runnerRequest(requestId, assembled, digests, sampling),
         upstream.signal,
       );
       runnerDone = forwarded.done;

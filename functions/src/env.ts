@@ -1,4 +1,5 @@
 import type { RateLimiter } from "./rate-limiter";
+import type { DeliveryMessage } from "./webhooks";
 
 /** The Worker's bindings, as declared in wrangler.toml. */
 export interface Env {
@@ -18,6 +19,16 @@ export interface Env {
   DEFAULT_RPM: string;
   DEFAULT_MAX_CONCURRENT: string;
   ALLOW_LOOPBACK_URLS: string;
+  WEBHOOK_RETRY_SCALE: string;
+  JOB_MAX_ATTEMPTS: string;
+  JOBS: Queue<JobMessage>;
+  WEBHOOKS: Queue<DeliveryMessage>;
+}
+
+export interface JobMessage {
+  jobId: string;
+  /** The public origin the job was created on, for the links in its output. */
+  origin: string;
 }
 
 export interface Limits {

@@ -3,7 +3,9 @@ import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { authenticate } from "./auth";
 import { handleChat } from "./chat";
-import type { AppEnv } from "./env";
+import type { AppEnv, Env, JobMessage } from "./env";
+import { cancelJob, consumeDeadLetters, consumeJobs, createJob, getJob, jobFile, listJobs } from "./jobs";
+import { consumeWebhooks, type DeliveryMessage, rotateWebhookSecret, webhookSecrets } from "./webhooks";
 
 export { RateLimiter } from "./rate-limiter";
 
@@ -65,7 +67,27 @@ v1.get("/models", (c) =>
 );
 v1.post("/chat/completions", (c) => handleChat(c, "openai"));
 v1.post("/chat", (c) => handleChat(c, "native"));
+v1.post("/jobs", createJob);
+v1.get("/jobs", listJobs);
+v1.get("/jobs/:id", getJob);
+v1.post("/jobs/:id/cancel", cancelJob);
+v1.get("/jobs/:id/files/:name", jobFile);
+v1.get("/webhook-secret", async (c) => {
+  const [secret] = await webhookSecrets(c.env, c.get("caller").keyId);
+  return c.json({ secret });
+});
+v1.post("/webhook-secret/rotate", async (c) => {
+  const secret = await rotateWebhookSecret(c.env, c.get("caller").keyId);
+  return c.json({ secret, previous_valid_for_seconds: 86_400 });
+});
 
 app.route("/v1", v1);
 
-export default app;
+export default {
+  fetch: app.fetch,
+  async queue(batch: MessageBatch<unknown>, env: Env): Promise<void> {
+    if (batch.queue.endsWith("-dlq")) return consumeDeadLetters(batch as MessageBatch<JobMessage>, env);
+    if (batch.queue.includes("webhooks")) return consumeWebhooks(batch as MessageBatch<DeliveryMessage>, env);
+    return consumeJobs(batch as MessageBatch<JobMessage>, env);
+  },
+} satisfies ExportedHandler<Env>;

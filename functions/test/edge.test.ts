@@ -1,10 +1,13 @@
-import { env, exports } from "cloudflare:workers";
+import { exports, env as workersEnv } from "cloudflare:workers";
 import { ErrorBodySchema } from "@visionllm/protocol";
 import { beforeAll, describe, expect, it } from "vitest";
 import { generateApiKey, insertKeySql } from "../src/api-keys";
 import { cacheKey } from "../src/cache";
+import type { Env } from "../src/env";
 import { imageDimensions } from "../src/images";
 import { refusedTarget } from "../src/ssrf";
+
+const env = workersEnv as unknown as Env;
 
 /** The Worker inside workerd: auth, rate limits, validation, cache keys, SSRF refusals, error shapes. */
 

@@ -1,6 +1,7 @@
 export * from "./client";
 export * from "./errors";
 export * from "./events";
+export * from "./jobs";
 export * from "./openai";
 export * from "./openapi";
 export * from "./requests";

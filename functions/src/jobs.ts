@@ -1,0 +1,344 @@
+import {
+  type ChatCompletionRequest,
+  ChatCompletionRequestSchema,
+  type ContentPart,
+  fromZodError,
+  type Job,
+  JobCreateRequestSchema,
+  type JobOutput,
+  type JobState,
+  readEventStream,
+  type StreamEvent,
+  VisionLLMError,
+  type WebhookEventType,
+} from "@visionllm/protocol";
+import type { Context } from "hono";
+import { prepareGeneration, runnerRequest } from "./chat";
+import type { AppEnv, Env, JobMessage } from "./env";
+import { forwardGenerate } from "./runner-pool";
+import { enqueueWebhook, webhookTargetRefused } from "./webhooks";
+
+/**
+ * Image jobs: accepted with 202, run by the JOBS queue consumer on a runner, results in D1 (JSON)
+ * and R2 (images), webhooks through their own queue. A job's state only moves forward, and every
+ * transition is a conditional UPDATE, so a retried or duplicated queue message cannot undo one.
+ */
+
+interface JobRow {
+  id: string;
+  key_id: string;
+  state: JobState;
+  request: string;
+  webhook_url: string | null;
+  webhook_events: string;
+  attempts: number;
+  result: string | null;
+  error: string | null;
+  created_at: number;
+  queued_at: number;
+  running_at: number | null;
+  succeeded_at: number | null;
+  failed_at: number | null;
+  canceled_at: number | null;
+}
+
+export function toJob(row: JobRow, origin: string): Job {
+  const timestamps: Partial<Record<JobState, number>> = { queued: row.queued_at };
+  if (row.running_at) timestamps.running = row.running_at;
+  if (row.succeeded_at) timestamps.succeeded = row.succeeded_at;
+  if (row.failed_at) timestamps.failed = row.failed_at;
+  if (row.canceled_at) timestamps.canceled = row.canceled_at;
+  return {
+    id: row.id,
+    object: "job",
+    state: row.state,
+    created_at: row.created_at,
+    timestamps: timestamps as Job["timestamps"],
+    attempts: row.attempts,
+    output: row.result ? (JSON.parse(row.result) as JobOutput) : null,
+    error: row.error,
+    webhook: row.webhook_url,
+    webhook_events_filter: JSON.parse(row.webhook_events) as WebhookEventType[],
+    urls: { get: `${origin}/v1/jobs/${row.id}`, cancel: `${origin}/v1/jobs/${row.id}/cancel` },
+  };
+}
+
+async function getRow(env: Env, id: string, keyId?: string): Promise<JobRow | null> {
+  const row = await env.DB.prepare("SELECT * FROM jobs WHERE id = ?").bind(id).first<JobRow>();
+  if (!row || (keyId !== undefined && row.key_id !== keyId)) return null;
+  return row;
+}
+
+/** The chat request a job stands for. */
+export function chatRequestOf(
+  body: ReturnType<typeof JobCreateRequestSchema.parse>,
+  model: string,
+): ChatCompletionRequest {
+  const imageParts: ContentPart[] = body.images.map((url) => ({ type: "image_url", image_url: { url } }));
+  const messages = body.messages ?? [{ role: "user" as const, content: imageParts.length ? imageParts : "" }];
+  return ChatCompletionRequestSchema.parse({
+    model,
+    messages: messages.filter((m) => m.content !== ""),
+    ...(body.task ? { task: body.task } : {}),
+    max_tokens: body.max_tokens ?? 256,
+    temperature: body.temperature ?? 0,
+    ...(body.seed === undefined ? {} : { seed: body.seed }),
+  });
+}
+
+export async function createJob(c: Context<AppEnv>): Promise<Response> {
+  const env = c.env;
+  const caller = c.get("caller");
+  let json: unknown;
+  try {
+    json = await c.req.json();
+  } catch {
+    throw new VisionLLMError("invalid_request", "The body is not valid JSON.");
+  }
+  const parsed = JobCreateRequestSchema.safeParse(json);
+  if (!parsed.success) throw fromZodError(parsed.error);
+  const body = parsed.data;
+  if (body.webhook) {
+    const refused = webhookTargetRefused(env, body.webhook);
+    if (refused)
+      throw new VisionLLMError("invalid_request", `The webhook URL is refused: ${refused}.`, {
+        param: "webhook",
+      });
+  }
+  const origin = new URL(c.req.url).origin;
+  const idempotencyKey = c.req.header("idempotency-key")?.slice(0, 255);
+  if (idempotencyKey) {
+    const existing = await env.DB.prepare("SELECT * FROM jobs WHERE key_id = ? AND idempotency_key = ?")
+      .bind(caller.keyId, idempotencyKey)
+      .first<JobRow>();
+    if (existing) return c.json(toJob(existing, origin), 200, { "idempotent-replayed": "true" });
+  }
+  // Validate the request as a chat now, so a malformed job fails here with a 4xx, not later.
+  const chat = chatRequestOf(body, body.model ?? env.MODEL_ID);
+  if (chat.model !== env.MODEL_ID)
+    throw new VisionLLMError("not_found", `Unknown model ${chat.model}.`, { param: "model" });
+  const id = `job_${crypto.randomUUID().replaceAll("-", "")}`;
+  const now = Date.now();
+  await env.DB.prepare(
+    `INSERT INTO jobs (id, key_id, state, request, webhook_url, webhook_events, idempotency_key, created_at, queued_at, updated_at)
+     VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)`,
+  )
+    .bind(
+      id,
+      caller.keyId,
+      JSON.stringify(chat),
+      body.webhook ?? null,
+      JSON.stringify(body.webhook_events_filter),
+      idempotencyKey ?? null,
+      now,
+      now,
+      now,
+    )
+    .run();
+  await env.JOBS.send({ jobId: id, origin } satisfies JobMessage);
+  const row = await getRow(env, id);
+  if (!row) throw new VisionLLMError("internal_error", "The job vanished after creation.");
+  return c.json(toJob(row, origin), 202, { location: `${origin}/v1/jobs/${id}` });
+}
+
+export async function getJob(c: Context<AppEnv>): Promise<Response> {
+  const row = await getRow(c.env, c.req.param("id") ?? "", c.get("caller").keyId);
+  if (!row) throw new VisionLLMError("not_found", "No such job for this API key.");
+  return c.json(toJob(row, new URL(c.req.url).origin));
+}
+
+export async function listJobs(c: Context<AppEnv>): Promise<Response> {
+  const limit = Math.min(100, Math.max(1, Number(c.req.query("limit") ?? 20) || 20));
+  const rows = await c.env.DB.prepare("SELECT * FROM jobs WHERE key_id = ? ORDER BY created_at DESC LIMIT ?")
+    .bind(c.get("caller").keyId, limit)
+    .all<JobRow>();
+  const origin = new URL(c.req.url).origin;
+  return c.json({ object: "list", data: rows.results.map((r) => toJob(r, origin)) });
+}
+
+export async function cancelJob(c: Context<AppEnv>): Promise<Response> {
+  const env = c.env;
+  const id = c.req.param("id") ?? "";
+  const row = await getRow(env, id, c.get("caller").keyId);
+  if (!row) throw new VisionLLMError("not_found", "No such job for this API key.");
+  const now = Date.now();
+  await env.DB.prepare(
+    "UPDATE jobs SET state = 'canceled', canceled_at = ?, updated_at = ? WHERE id = ? AND state IN ('queued', 'running')",
+  )
+    .bind(now, now, id)
+    .run();
+  const updated = await getRow(env, id);
+  if (!updated) throw new VisionLLMError("not_found", "No such job.");
+  const job = toJob(updated, new URL(c.req.url).origin);
+  if (row.state !== "canceled" && updated.state === "canceled")
+    await enqueueWebhook(env, job, row.key_id, "completed");
+  return c.json(job);
+}
+
+export async function jobFile(c: Context<AppEnv>): Promise<Response> {
+  const id = c.req.param("id") ?? "";
+  const row = await getRow(c.env, id, c.get("caller").keyId);
+  if (!row) throw new VisionLLMError("not_found", "No such job for this API key.");
+  const object = await c.env.BLOBS.get(`jobs/${id}/${c.req.param("name") ?? ""}`);
+  if (!object) throw new VisionLLMError("not_found", "No such file for this job.");
+  return new Response(object.body, {
+    headers: { "content-type": object.httpMetadata?.contentType ?? "application/octet-stream" },
+  });
+}
+
+function base64Bytes(b64: string): Uint8Array<ArrayBuffer> {
+  const raw = atob(b64);
+  const out = new Uint8Array(raw.length);
+  for (let i = 0; i < raw.length; i++) out[i] = raw.charCodeAt(i);
+  return out;
+}
+
+/** Events -> stored output: JSON for D1, images to R2 behind authorised URLs. */
+async function storeOutput(
+  env: Env,
+  jobId: string,
+  origin: string,
+  events: StreamEvent[],
+): Promise<JobOutput> {
+  const output: JobOutput = { text: "", detections: [], keypoints: [], images: [] };
+  let n = 0;
+  for (const event of events) {
+    if (event.type === "text-delta") output.text += event.delta;
+    else if (event.type === "detections")
+      output.detections.push({
+        task: event.task,
+        label: event.label,
+        group: event.group,
+        items: event.items,
+      });
+    else if (event.type === "keypoints")
+      output.keypoints.push({ group: event.group, skeleton: event.skeleton, items: event.items });
+    else if (event.type === "usage")
+      output.usage = {
+        prompt_tokens: event.prompt_tokens,
+        completion_tokens: event.completion_tokens,
+        total_tokens: event.total_tokens,
+      };
+    else if (event.type === "image") {
+      const name = `output-${n++}.png`;
+      await env.BLOBS.put(`jobs/${jobId}/${name}`, base64Bytes(event.png_base64), {
+        httpMetadata: { contentType: "image/png" },
+      });
+      output.images.push({
+        task: event.task,
+        url: `${origin}/v1/jobs/${jobId}/files/${name}`,
+        width: event.width,
+        height: event.height,
+        seed: event.seed,
+      });
+    }
+  }
+  return output;
+}
+
+async function transition(
+  env: Env,
+  id: string,
+  from: JobState[],
+  to: JobState,
+  fields: Record<string, unknown> = {},
+): Promise<boolean> {
+  const now = Date.now();
+  const sets = [
+    `state = '${to}'`,
+    `${to}_at = ?`,
+    "updated_at = ?",
+    ...Object.keys(fields).map((k) => `${k} = ?`),
+  ];
+  const result = await env.DB.prepare(
+    `UPDATE jobs SET ${sets.join(", ")} WHERE id = ? AND state IN (${from.map(() => "?").join(", ")})`,
+  )
+    .bind(now, now, ...Object.values(fields), id, ...from)
+    .run();
+  return (result.meta.changes ?? 0) > 0;
+}
+
+async function notify(env: Env, id: string, type: WebhookEventType, origin: string): Promise<void> {
+  const row = await getRow(env, id);
+  if (row) await enqueueWebhook(env, toJob(row, origin), row.key_id, type);
+}
+
+/** JOBS consumer: at-least-once delivery, so every step checks the job's current state. */
+export async function consumeJobs(batch: MessageBatch<JobMessage>, env: Env): Promise<void> {
+  const maxAttempts = Number(env.JOB_MAX_ATTEMPTS || 3);
+  for (const message of batch.messages) {
+    const { jobId: id, origin } = message.body;
+    const row = await getRow(env, id);
+    if (!row || row.state === "succeeded" || row.state === "failed" || row.state === "canceled") {
+      message.ack();
+      continue;
+    }
+    await env.DB.prepare("UPDATE jobs SET attempts = attempts + 1, updated_at = ? WHERE id = ?")
+      .bind(Date.now(), id)
+      .run();
+    if (await transition(env, id, ["queued"], "running")) await notify(env, id, "start", origin);
+    try {
+      const chat = ChatCompletionRequestSchema.parse(JSON.parse(row.request));
+      const { assembled, digests, sampling } = await prepareGeneration(env, chat);
+      const forwarded = await forwardGenerate(
+        env,
+        runnerRequest(`${id}-${row.attempts + 1}`, assembled, digests, sampling),
+        AbortSignal.timeout(300_000),
+      );
+      const events: StreamEvent[] = [];
+      try {
+        for await (const event of readEventStream(forwarded.response.body as ReadableStream<Uint8Array>)) {
+          events.push(event);
+          if (event.type === "error") throw new VisionLLMError(event.code, event.message);
+        }
+      } finally {
+        forwarded.done();
+      }
+      const done = events.at(-1);
+      if (done?.type !== "done")
+        throw new VisionLLMError("runner_unavailable", "The runner closed the stream before the end.");
+      const output = await storeOutput(env, id, origin, events);
+      if ((await getRow(env, id))?.state === "canceled") {
+        message.ack();
+        continue;
+      }
+      if (
+        await transition(env, id, ["running"], "succeeded", { result: JSON.stringify(output), error: null })
+      ) {
+        await notify(env, id, "output", origin);
+        await notify(env, id, "completed", origin);
+      }
+      message.ack();
+    } catch (error) {
+      const err = VisionLLMError.is(error) ? error : new VisionLLMError("internal_error", String(error));
+      const attempts = (await getRow(env, id))?.attempts ?? maxAttempts;
+      if (err.retryable && attempts < maxAttempts) {
+        await env.DB.prepare("UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?")
+          .bind(`attempt ${attempts}: ${err.message}`, Date.now(), id)
+          .run();
+        message.retry({ delaySeconds: Math.min(60, 2 ** attempts) });
+      } else {
+        if (
+          await transition(env, id, ["queued", "running"], "failed", { error: `${err.code}: ${err.message}` })
+        ) {
+          await notify(env, id, "completed", origin);
+        }
+        message.ack();
+      }
+    }
+  }
+}
+
+/** Dead-letter queue: a message that exhausted the queue's own retries marks its job failed. */
+export async function consumeDeadLetters(batch: MessageBatch<JobMessage>, env: Env): Promise<void> {
+  for (const message of batch.messages) {
+    if (
+      await transition(env, message.body.jobId, ["queued", "running"], "failed", {
+        error: "the job kept failing and was dead-lettered",
+      })
+    ) {
+      await notify(env, message.body.jobId, "completed", message.body.origin);
+    }
+    message.ack();
+  }
+}
