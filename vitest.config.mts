@@ -10,12 +10,22 @@ export default defineConfig(async () => {
         {
           test: {
             name: "node",
-            include: ["shared/test/**/*.test.ts", "gpu-runner/**/*.test.ts", "test/**/*.test.ts"],
+            include: ["shared/test/**/*.test.ts", "gpu-runner/**/*.test.ts", "test/*.test.ts"],
             environment: "node",
             testTimeout: 60_000,
             hookTimeout: 180_000,
             // The end-to-end suites start real processes; running them one at a time keeps the
             // two cores for the model instead of for contention.
+            fileParallelism: false,
+          },
+        },
+        {
+          test: {
+            name: "reliability",
+            include: ["test/reliability/**/*.test.ts"],
+            environment: "node",
+            testTimeout: 120_000,
+            hookTimeout: 180_000,
             fileParallelism: false,
           },
         },

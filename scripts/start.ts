@@ -1,8 +1,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { generateApiKey, newWebhookSecret, sha256Hex } from "../functions/src/api-keys";
+import { generateApiKey, newWebhookSecret } from "../functions/src/api-keys";
 import { buildWeb } from "./build-web";
-import { persistDir, WRANGLER, wrangler, wranglerEnv } from "./wrangler";
+import { persistDir, seedLocalState, wranglerDevArgs, wranglerEnv } from "./wrangler";
 
 /**
  * `npm start`: the whole stack locally with the bundled model.
@@ -82,44 +82,19 @@ async function main(): Promise<void> {
     RUNNER_PORT: String(runnerPort),
     RUNNER_SECRET: runnerSecret,
   });
-  await wrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], { quiet: true });
-  const hash = await sha256Hex(apiKey);
-  await wrangler(
-    [
-      "d1",
-      "execute",
-      "DB",
-      "--local",
-      "--persist-to",
-      persist,
-      "--command",
-      `INSERT OR IGNORE INTO api_keys (id, name, key_hash, key_prefix, created_at) VALUES ('dev-${hash.slice(0, 12)}', 'local development', '${hash}', '${apiKey.slice(0, 7)}', ${Date.now()}); ` +
-        `INSERT OR REPLACE INTO webhook_secrets (key_id, secret, created_at) VALUES ('dev-${hash.slice(0, 12)}', '${webhookSecret}', ${Date.now()})`,
-    ],
-    { quiet: true },
-  );
+  await seedLocalState({ persist, apiKey, webhookSecret });
   start(
     "edge",
-    [
-      WRANGLER,
-      "dev",
-      "--local",
-      "--ip",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--persist-to",
+    wranglerDevArgs({
+      port,
       persist,
-      "--show-interactive-dev-session=false",
-      "--var",
-      `RUNNER_URLS:http://127.0.0.1:${runnerPort}`,
-      "--var",
-      `RUNNER_SECRET:${runnerSecret}`,
-      "--var",
-      "ALLOW_LOOPBACK_URLS:true",
-      "--var",
-      `WEBHOOK_RETRY_SCALE:${process.env.WEBHOOK_RETRY_SCALE ?? "0.2"}`,
-    ],
+      vars: {
+        RUNNER_URLS: `http://127.0.0.1:${runnerPort}`,
+        RUNNER_SECRET: runnerSecret,
+        ALLOW_LOOPBACK_URLS: "true",
+        WEBHOOK_RETRY_SCALE: process.env.WEBHOOK_RETRY_SCALE ?? "0.2",
+      },
+    }),
     wranglerEnv(),
   );
   await Promise.all([

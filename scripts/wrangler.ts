@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import path from "node:path";
+import { sha256Hex } from "../functions/src/api-keys";
 
 /** Runs wrangler's own entry with node (so signals reach wrangler itself, not an npx wrapper). */
 export const WRANGLER = path.resolve("node_modules/wrangler/bin/wrangler.js");
@@ -37,3 +38,50 @@ export async function wrangler(args: string[], options: { quiet?: boolean } = {}
 
 /** Local D1 state lives here unless WRANGLER_PERSIST_TO says otherwise. */
 export const persistDir = () => process.env.WRANGLER_PERSIST_TO ?? ".wrangler/state";
+
+/** Local D1: migrations applied, the development key and its webhook secret stored. */
+export async function seedLocalState(options: {
+  persist: string;
+  apiKey: string;
+  webhookSecret: string;
+}): Promise<void> {
+  const { persist, apiKey, webhookSecret } = options;
+  await wrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], { quiet: true });
+  const hash = await sha256Hex(apiKey);
+  const id = `dev-${hash.slice(0, 12)}`;
+  await wrangler(
+    [
+      "d1",
+      "execute",
+      "DB",
+      "--local",
+      "--persist-to",
+      persist,
+      "--command",
+      `INSERT OR IGNORE INTO api_keys (id, name, key_hash, key_prefix, created_at) VALUES ('${id}', 'local development', '${hash}', '${apiKey.slice(0, 7)}', ${Date.now()}); ` +
+        `INSERT OR REPLACE INTO webhook_secrets (key_id, secret, created_at) VALUES ('${id}', '${webhookSecret}', ${Date.now()})`,
+    ],
+    { quiet: true },
+  );
+}
+
+/** `wrangler dev` on loopback with local storage; `vars` override wrangler.toml (secrets included). */
+export function wranglerDevArgs(options: {
+  port: number;
+  persist: string;
+  vars: Record<string, string>;
+}): string[] {
+  return [
+    WRANGLER,
+    "dev",
+    "--local",
+    "--ip",
+    "127.0.0.1",
+    "--port",
+    String(options.port),
+    "--persist-to",
+    options.persist,
+    "--show-interactive-dev-session=false",
+    ...Object.entries(options.vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
+  ];
+}

@@ -56,13 +56,56 @@ function stripNumber(event: StreamEvent): UnnumberedEvent {
 }
 
 /** Runner events as they arrive; a runner that dies or misbehaves mid-stream ends in an error event. */
+/**
+ * The runner's bytes, failing with deadline_exceeded when nothing (not even a `: ping`) arrives for
+ * `idleMs`: a runner that hangs must not hold the client's stream open forever.
+ */
+export function withIdleTimeout(
+  body: ReadableStream<Uint8Array>,
+  idleMs: number,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              new VisionLLMError(
+                "deadline_exceeded",
+                `The model runner went silent for ${Math.round(idleMs / 1000)} s.`,
+              ),
+            ),
+          idleMs,
+        );
+      });
+      try {
+        const { done, value } = await Promise.race([reader.read(), timeout]);
+        if (done) controller.close();
+        else controller.enqueue(value);
+      } catch (error) {
+        await reader.cancel().catch(() => undefined);
+        controller.error(error);
+      } finally {
+        if (timer !== undefined) clearTimeout(timer);
+      }
+    },
+    async cancel(reason) {
+      if (timer !== undefined) clearTimeout(timer);
+      await reader.cancel(reason);
+    },
+  });
+}
+
 async function* fromRunner(
   body: ReadableStream<Uint8Array>,
   collected: StreamEvent[],
+  idleMs: number,
 ): AsyncGenerator<UnnumberedEvent> {
   let finished = false;
   try {
-    for await (const event of readEventStream(body)) {
+    for await (const event of readEventStream(withIdleTimeout(body, idleMs))) {
       collected.push(event);
       yield stripNumber(event);
       if (event.type === "done") {
@@ -340,7 +383,11 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
         upstream.signal,
       );
       runnerDone = forwarded.done;
-      source = fromRunner(forwarded.response.body as ReadableStream<Uint8Array>, collected);
+      source = fromRunner(
+        forwarded.response.body as ReadableStream<Uint8Array>,
+        collected,
+        limits.runnerIdleMs,
+      );
     }
     const onEnd = () => {
       runnerDone();

@@ -21,6 +21,7 @@ export interface Env {
   ALLOW_LOOPBACK_URLS: string;
   WEBHOOK_RETRY_SCALE: string;
   JOB_MAX_ATTEMPTS: string;
+  RUNNER_IDLE_TIMEOUT_MS: string;
   JOBS: Queue<JobMessage>;
   WEBHOOKS: Queue<DeliveryMessage>;
 }
@@ -38,6 +39,7 @@ export interface Limits {
   maxPromptChars: number;
   cacheTtlSeconds: number;
   allowLoopback: boolean;
+  runnerIdleMs: number;
 }
 
 export function limitsOf(env: Env): Limits {
@@ -52,6 +54,7 @@ export function limitsOf(env: Env): Limits {
     maxPromptChars: num(env.MAX_PROMPT_CHARS, 32_768),
     cacheTtlSeconds: Math.max(60, num(env.CACHE_TTL_SECONDS, 86_400)),
     allowLoopback: env.ALLOW_LOOPBACK_URLS === "true",
+    runnerIdleMs: num(env.RUNNER_IDLE_TIMEOUT_MS, 60_000),
   };
 }
 

@@ -109,3 +109,45 @@ export async function startStack(
     apiKey: DEV_KEY_FOR_TESTS,
   };
 }
+
+/** Only the edge (wrangler dev), pointed at the given runners: for fault tests with fake runners. */
+export async function startEdge(options: {
+  runnerUrls: string;
+  runnerSecret?: string;
+  vars?: Record<string, string>;
+}): Promise<Spawned & { edge: string; apiKey: string }> {
+  const { mkdtemp } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const path = await import("node:path");
+  const { seedLocalState, wranglerDevArgs, wranglerEnv } = await import("../../scripts/wrangler");
+  const port = await freePort();
+  const persist = await mkdtemp(path.join(tmpdir(), "visionllm-edge-"));
+  await seedLocalState({
+    persist,
+    apiKey: DEV_KEY_FOR_TESTS,
+    webhookSecret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+  });
+  const env = wranglerEnv();
+  const spawned = spawnProcess(
+    "node",
+    wranglerDevArgs({
+      port,
+      persist,
+      vars: {
+        RUNNER_URLS: options.runnerUrls,
+        RUNNER_SECRET: options.runnerSecret ?? RUNNER_SECRET_FOR_TESTS,
+        ALLOW_LOOPBACK_URLS: "true",
+        ...options.vars,
+      },
+    }),
+    Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined)),
+  );
+  const edge = `http://127.0.0.1:${port}`;
+  await waitFor(`${edge}/healthz`, 120_000, spawned);
+  return {
+    ...spawned,
+    stop: (signal: NodeJS.Signals = "SIGINT") => spawned.stop(signal),
+    edge,
+    apiKey: DEV_KEY_FOR_TESTS,
+  };
+}

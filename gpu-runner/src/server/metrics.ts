@@ -1,9 +1,11 @@
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 
 /** Prometheus metrics, named as vLLM names them where the meaning is the same. */
 export function createMetrics(modelName: string) {
   const registry = new Registry();
   registry.setDefaultLabels({ model_name: modelName });
+  // process_resident_memory_bytes and friends: the load test checks memory stays bounded.
+  collectDefaultMetrics({ register: registry });
   const latency = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
   const m = {
     registry,

@@ -1,0 +1,86 @@
+import { readEventStream, type StreamEvent } from "@visionllm/protocol";
+import { afterAll, describe, expect, it } from "vitest";
+import { type Spawned, startEdge, startRunner } from "../helpers/processes";
+import { type Behaviour, startFakeRunner } from "./fake-runner";
+
+/** Faults between edge and runner: the client always gets an error event and a clean end, the edge survives. */
+
+const bundle = process.env.TEST_BUNDLE ?? "model/bundle";
+const started: Array<{ stop: () => Promise<unknown> }> = [];
+afterAll(async () => {
+  for (const s of started.reverse()) await s.stop();
+}, 60_000);
+
+async function streamThrough(
+  edge: string,
+  apiKey: string,
+  body: Record<string, unknown> = {},
+): Promise<{ status: number; events: StreamEvent[] }> {
+  const response = await fetch(`${edge}/v1/chat`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${apiKey}`, "content-type": "application/json" },
+    body: JSON.stringify({
+      model: "visionllm-v2-nano",
+      messages: [{ role: "user", content: "Hello!" }],
+      ...body,
+    }),
+  });
+  const events: StreamEvent[] = [];
+  if (response.ok && response.body) for await (const e of readEventStream(response.body)) events.push(e);
+  else await response.text();
+  return { status: response.status, events };
+}
+
+describe("faults", () => {
+  for (const [behaviour, code] of [
+    ["garbage", "bad_upstream"],
+    ["half", "runner_unavailable"],
+    ["stall", "deadline_exceeded"],
+  ] as Array<[Behaviour, string]>) {
+    it(`a runner that ${behaviour === "garbage" ? "sends garbage" : behaviour === "half" ? "dies mid-stream" : "stalls"}: error event, clean end, edge alive`, async () => {
+      const fake = await startFakeRunner(behaviour);
+      started.push({ stop: async () => fake.server.close() });
+      const edge = await startEdge({ runnerUrls: fake.url, vars: { RUNNER_IDLE_TIMEOUT_MS: "1500" } });
+      started.push(edge);
+      const { status, events } = await streamThrough(edge.edge, edge.apiKey);
+      expect(status).toBe(200);
+      const error = events.find((e) => e.type === "error");
+      expect(error).toMatchObject({ type: "error", code, retryable: true });
+      expect(events.at(-1)).toMatchObject({ type: "done", finish_reason: "error" });
+      expect(events.map((e) => e.sequence_number)).toEqual(events.map((_, i) => i));
+      expect((await fetch(`${edge.edge}/healthz`)).status).toBe(200);
+    }, 120_000);
+  }
+
+  it("a real runner killed mid-stream: the client gets an error event and a clean end", async () => {
+    const runner: Spawned & { url: string } = await startRunner({ RUNNER_BUNDLE: bundle });
+    started.push(runner);
+    const edge = await startEdge({ runnerUrls: runner.url });
+    started.push(edge);
+    const response = await fetch(`${edge.edge}/v1/chat`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "visionllm-v2-nano",
+        temperature: 1,
+        max_tokens: 500,
+        min_tokens: 500,
+        messages: [{ role: "user", content: "Hello!" }],
+      }),
+    });
+    const events: StreamEvent[] = [];
+    for await (const event of readEventStream(response.body as ReadableStream<Uint8Array>)) {
+      events.push(event);
+      if (events.length === 3) runner.process.kill("SIGKILL");
+    }
+    expect(events.some((e) => e.type === "error" && e.retryable)).toBe(true);
+    expect(events.at(-1)).toMatchObject({ type: "done", finish_reason: "error" });
+    const after = await fetch(`${edge.edge}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "visionllm-v2-nano", messages: [{ role: "user", content: "Hello!" }] }),
+    });
+    expect(after.status).toBe(503);
+    expect(Number(after.headers.get("retry-after"))).toBeGreaterThan(0);
+  }, 180_000);
+});
