@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { ErrorBodySchema } from "./errors";
 import { StreamEventSchema } from "./events";
+import { JobCreateRequestSchema, JobSchema, WebhookPayloadSchema } from "./jobs";
 import { ChatCompletionChunkSchema, ChatCompletionSchema, ModelListSchema } from "./openai";
 import { ChatCompletionRequestSchema } from "./requests";
 import { PROTOCOL_HEADER, PROTOCOL_VERSION } from "./version";
@@ -43,6 +44,15 @@ export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
     },
     servers: [{ url: serverUrl }],
     security: [{ bearer: [] }],
+    webhooks: {
+      job: {
+        post: {
+          summary: "Job events (job.start, job.output, job.completed), signed per Standard Webhooks.",
+          requestBody: { content: { "application/json": { schema: ref("WebhookPayload") } } },
+          responses: { "200": { description: "Any 2xx acknowledges; 410 stops deliveries." } },
+        },
+      },
+    },
     paths: {
       "/v1/chat/completions": {
         post: {
@@ -91,6 +101,36 @@ export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
           },
         },
       },
+      "/v1/jobs": {
+        post: {
+          summary:
+            "Create an image job. Honours `Idempotency-Key`. Webhooks follow Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).",
+          requestBody: { required: true, content: { "application/json": { schema: ref("JobCreateRequest") } } },
+          responses: {
+            "202": { description: "Accepted.", content: { "application/json": { schema: ref("Job") } } },
+            "200": { description: "Idempotent replay of an earlier job.", content: { "application/json": { schema: ref("Job") } } },
+            ...errorResponses,
+          },
+        },
+        get: {
+          summary: "The caller's own jobs, newest first.",
+          responses: { "200": { description: "Jobs.", content: { "application/json": { schema: { type: "object" } } } } },
+        },
+      },
+      "/v1/jobs/{id}": {
+        get: {
+          summary: "One job: state, timestamps of every transition, output.",
+          parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+          responses: { "200": { description: "The job.", content: { "application/json": { schema: ref("Job") } } }, ...errorResponses },
+        },
+      },
+      "/v1/jobs/{id}/cancel": {
+        post: {
+          summary: "Cancel a queued or running job.",
+          parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+          responses: { "200": { description: "The job.", content: { "application/json": { schema: ref("Job") } } }, ...errorResponses },
+        },
+      },
       "/healthz": {
         get: { summary: "Liveness.", security: [], responses: { "200": { description: "Alive." } } },
       },
@@ -104,6 +144,9 @@ export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
         StreamEvent: schema(StreamEventSchema, "output"),
         ModelList: schema(ModelListSchema, "output"),
         ErrorBody: schema(ErrorBodySchema, "output"),
+        JobCreateRequest: schema(JobCreateRequestSchema, "input"),
+        Job: schema(JobSchema, "output"),
+        WebhookPayload: schema(WebhookPayloadSchema, "output"),
       },
     },
   };
