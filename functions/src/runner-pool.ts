@@ -3,11 +3,8 @@ import {
   type ModelCard,
   ModelCardSchema,
   REQUEST_ID_HEADER,
-  RUNNER_NONCE_HEADER,
-  RUNNER_SIGNATURE_HEADER,
-  RUNNER_TIMESTAMP_HEADER,
   type RunnerGenerateRequest,
-  signRequest,
+  signedHeaders,
   VisionLLMError,
 } from "@visionllm/protocol";
 import type { Env } from "./env";
@@ -56,17 +53,11 @@ async function signedFetch(
   init: RequestInit & { requestId: string },
 ) {
   const method = body === undefined ? "GET" : "POST";
-  const { timestamp, nonce, signature } = await signRequest(env.RUNNER_SECRET, method, path, body ?? "");
+  const headers = await signedHeaders(env.RUNNER_SECRET, method, path, body ?? "");
   return fetch(`${base}${path}`, {
     ...init,
     method,
-    headers: {
-      "content-type": "application/json",
-      [RUNNER_TIMESTAMP_HEADER]: String(timestamp),
-      [RUNNER_NONCE_HEADER]: nonce,
-      [RUNNER_SIGNATURE_HEADER]: signature,
-      [REQUEST_ID_HEADER]: init.requestId,
-    },
+    headers: { ...headers, [REQUEST_ID_HEADER]: init.requestId },
     ...(body === undefined ? {} : { body }),
   });
 }

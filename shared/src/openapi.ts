@@ -105,30 +105,44 @@ export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
         post: {
           summary:
             "Create an image job. Honours `Idempotency-Key`. Webhooks follow Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).",
-          requestBody: { required: true, content: { "application/json": { schema: ref("JobCreateRequest") } } },
+          requestBody: {
+            required: true,
+            content: { "application/json": { schema: ref("JobCreateRequest") } },
+          },
           responses: {
             "202": { description: "Accepted.", content: { "application/json": { schema: ref("Job") } } },
-            "200": { description: "Idempotent replay of an earlier job.", content: { "application/json": { schema: ref("Job") } } },
+            "200": {
+              description: "Idempotent replay of an earlier job.",
+              content: { "application/json": { schema: ref("Job") } },
+            },
             ...errorResponses,
           },
         },
         get: {
           summary: "The caller's own jobs, newest first.",
-          responses: { "200": { description: "Jobs.", content: { "application/json": { schema: { type: "object" } } } } },
+          responses: {
+            "200": { description: "Jobs.", content: { "application/json": { schema: { type: "object" } } } },
+          },
         },
       },
       "/v1/jobs/{id}": {
         get: {
           summary: "One job: state, timestamps of every transition, output.",
           parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
-          responses: { "200": { description: "The job.", content: { "application/json": { schema: ref("Job") } } }, ...errorResponses },
+          responses: {
+            "200": { description: "The job.", content: { "application/json": { schema: ref("Job") } } },
+            ...errorResponses,
+          },
         },
       },
       "/v1/jobs/{id}/cancel": {
         post: {
           summary: "Cancel a queued or running job.",
           parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
-          responses: { "200": { description: "The job.", content: { "application/json": { schema: ref("Job") } } }, ...errorResponses },
+          responses: {
+            "200": { description: "The job.", content: { "application/json": { schema: ref("Job") } } },
+            ...errorResponses,
+          },
         },
       },
       "/healthz": {

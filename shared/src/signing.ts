@@ -5,6 +5,8 @@
  * the Worker and Node use the same code.
  */
 
+import { RUNNER_NONCE_HEADER, RUNNER_SIGNATURE_HEADER, RUNNER_TIMESTAMP_HEADER } from "./runner";
+
 const encoder = new TextEncoder();
 
 async function hmacKey(secret: string): Promise<CryptoKey> {
@@ -80,4 +82,28 @@ export async function verifyRequest(
     canonical(timestamp, nonceHeader, method, path, body),
   );
   return valid ? { ok: true } : { ok: false, reason: "signature mismatch" };
+}
+
+/** The headers of a signed edge -> runner request (header names from runner.ts). */
+export async function signedHeaders(
+  secret: string,
+  method: string,
+  path: string,
+  body: string,
+  options: { timestamp?: number; nonce?: string } = {},
+): Promise<Record<string, string>> {
+  const { timestamp, nonce, signature } = await signRequest(
+    secret,
+    method,
+    path,
+    body,
+    options.timestamp,
+    options.nonce,
+  );
+  return {
+    "content-type": "application/json",
+    [RUNNER_TIMESTAMP_HEADER]: String(timestamp),
+    [RUNNER_NONCE_HEADER]: nonce,
+    [RUNNER_SIGNATURE_HEADER]: signature,
+  };
 }

@@ -1,12 +1,9 @@
 import { createHash } from "node:crypto";
 import {
-  RUNNER_NONCE_HEADER,
-  RUNNER_SIGNATURE_HEADER,
-  RUNNER_TIMESTAMP_HEADER,
   type RunnerGenerateRequestInput,
   readEventStream,
   type StreamEvent,
-  signRequest,
+  signedHeaders,
 } from "@visionllm/protocol";
 import { RUNNER_SECRET_FOR_TESTS } from "./processes";
 
@@ -33,22 +30,13 @@ export async function signedFetch(
 ): Promise<Response> {
   const text = body === undefined ? "" : JSON.stringify(body);
   const method = options.method ?? (body === undefined ? "GET" : "POST");
-  const { timestamp, nonce, signature } = await signRequest(
-    options.secret ?? RUNNER_SECRET_FOR_TESTS,
-    method,
-    path,
-    text,
-    options.timestamp,
-    options.nonce,
-  );
+  const headers = await signedHeaders(options.secret ?? RUNNER_SECRET_FOR_TESTS, method, path, text, {
+    ...(options.timestamp === undefined ? {} : { timestamp: options.timestamp }),
+    ...(options.nonce === undefined ? {} : { nonce: options.nonce }),
+  });
   return fetch(`${url}${path}`, {
     method,
-    headers: {
-      "content-type": "application/json",
-      [RUNNER_TIMESTAMP_HEADER]: String(timestamp),
-      [RUNNER_NONCE_HEADER]: nonce,
-      [RUNNER_SIGNATURE_HEADER]: signature,
-    },
+    headers,
     ...(method === "GET" ? {} : { body: text }),
     ...(options.signal ? { signal: options.signal } : {}),
   });
