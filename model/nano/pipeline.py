@@ -37,7 +37,7 @@ def build_tokenizer(path: str, vocab_size: int, samples: int = 6000) -> Tokenize
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=["full", "smoke"], default="full")
-    parser.add_argument("--minutes", type=float, default=80.0, help="wall-clock budget for the three stages")
+    parser.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget for the three stages")
     parser.add_argument("--out", default="model/.runs/full", help="work folder: checkpoints, logs")
     parser.add_argument("--bundle", default=None, help="where to write the bundle (default: model/bundle for full)")
     parser.add_argument("--skip-train", action="store_true", help="export/evaluate the last checkpoint")

@@ -47,7 +47,7 @@ class Recipe:
 DECODER_FAMILIES = {"detection": 0.22, "segmentation": 0.16, "grounding": 0.2, "pose": 0.16, "generation": 0.13, "editing": 0.13}
 
 
-def full_recipe(minutes: float = 80) -> Recipe:
+def full_recipe(minutes: float = 90) -> Recipe:
     return Recipe([
         Stage("1-chat", {"questions": 0.5, "region": 0.25, "chat": 0.1, "multi_turn": 0.15}, 1500, minutes * 0.25,
               {"encoders": 1e-3, "llm": 1e-3, "queries": 1e-3}),
