@@ -2,6 +2,7 @@ export * from "./client";
 export * from "./errors";
 export * from "./events";
 export * from "./jobs";
+export * from "./mask";
 export * from "./openai";
 export * from "./openapi";
 export * from "./requests";

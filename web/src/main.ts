@@ -1,4 +1,5 @@
-import { type ContentPart, type StreamEvent, VisionLLMClient, VisionLLMError } from "@visionllm/protocol";
+import type { ContentPart, StreamEvent } from "@visionllm/protocol";
+import { LiteClient, VisionLLMError } from "@visionllm/protocol/lite";
 import { composite, drawDetections, drawKeypoints, type OverlayLayers, resetOverlay } from "./overlay";
 
 /**
@@ -305,7 +306,7 @@ $<HTMLFormElement>("ask").addEventListener("submit", async (e) => {
   running = new AbortController();
   $<HTMLButtonElement>("stop").disabled = false;
   $<HTMLButtonElement>("send").disabled = true;
-  const client = new VisionLLMClient({ baseURL: location.origin, apiKey });
+  const client = new LiteClient({ baseURL: location.origin, apiKey });
   let text = "";
   try {
     for await (const event of client.chat(

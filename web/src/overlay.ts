@@ -1,4 +1,5 @@
-import { decodeMask, type EventOf } from "@visionllm/protocol";
+import type { EventOf } from "@visionllm/protocol";
+import { decodeMask } from "@visionllm/protocol/lite";
 
 /** Super-link outputs drawn over the image: SVG for boxes and skeletons, a canvas for masks. */
 
