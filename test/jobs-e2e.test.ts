@@ -3,7 +3,7 @@ import { createServer, type Server } from "node:http";
 import type { Job, WebhookPayload } from "@visionllm/protocol";
 import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, type Spawned, startStack } from "./helpers/processes";
+import { freePort, type Spawned, startEdge, startRunner, startStack } from "./helpers/processes";
 
 /** Webhook jobs end to end: the stack of `npm start`, and a receiver that verifies every delivery. */
 
@@ -215,5 +215,55 @@ describe("webhook jobs", () => {
     expect(hooks).toHaveLength(50);
     const list = (await (await api("/v1/jobs?limit=100")).json()) as { data: Job[] };
     expect(list.data.length).toBeGreaterThanOrEqual(50);
+  }, 300_000);
+});
+
+describe("a runner killed mid-job", () => {
+  it("leads to a retry on the runner that comes back, and a completed job", async () => {
+    const port = await freePort();
+    let runner = await startRunner({ RUNNER_BUNDLE: bundle, RUNNER_PORT: String(port) });
+    const edge = await startEdge({ runnerUrls: runner.url });
+    try {
+      const api = (path: string, init: RequestInit = {}) =>
+        fetch(`${edge.edge}${path}`, {
+          ...init,
+          headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
+        });
+      const job = (await (
+        await api("/v1/jobs", {
+          method: "POST",
+          body: JSON.stringify({
+            messages: [{ role: "user", content: "Hello!" }],
+            max_tokens: 400,
+            min_tokens: 400,
+            temperature: 1,
+            seed: 1,
+          }),
+        })
+      ).json()) as Job;
+      const until = Date.now() + 60_000;
+      while (
+        ((await (await api(`/v1/jobs/${job.id}`)).json()) as Job).state !== "running" &&
+        Date.now() < until
+      ) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      runner.process.kill("SIGKILL");
+      await runner.exited;
+      runner = await startRunner({ RUNNER_BUNDLE: bundle, RUNNER_PORT: String(port) });
+      let final: Job | undefined;
+      while (Date.now() < until + 120_000) {
+        final = (await (await api(`/v1/jobs/${job.id}`)).json()) as Job;
+        if (final.state === "succeeded" || final.state === "failed") break;
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      expect(final?.state, JSON.stringify(final)).toBe("succeeded");
+      expect(final?.attempts).toBeGreaterThanOrEqual(2);
+      expect(final?.output?.usage?.completion_tokens).toBe(400);
+    } finally {
+      await edge.stop();
+      await runner.stop();
+    }
   }, 300_000);
 });

@@ -81,6 +81,7 @@ export function chatRequestOf(
     messages: messages.filter((m) => m.content !== ""),
     ...(body.task ? { task: body.task } : {}),
     max_tokens: body.max_tokens ?? 256,
+    ...(body.min_tokens === undefined ? {} : { min_tokens: body.min_tokens }),
     temperature: body.temperature ?? 0,
     ...(body.seed === undefined ? {} : { seed: body.seed }),
   });
@@ -310,7 +311,11 @@ export async function consumeJobs(batch: MessageBatch<JobMessage>, env: Env): Pr
       }
       message.ack();
     } catch (error) {
-      const err = VisionLLMError.is(error) ? error : new VisionLLMError("internal_error", String(error));
+      // Anything that is not one of our errors here is the runner's connection failing mid-job
+      // (a killed runner, a reset): worth another attempt, within the bound.
+      const err = VisionLLMError.is(error)
+        ? error
+        : new VisionLLMError("runner_unavailable", `The runner failed mid-job (${String(error)}).`);
       const attempts = (await getRow(env, id))?.attempts ?? maxAttempts;
       if (err.retryable && attempts < maxAttempts) {
         await env.DB.prepare("UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?")

@@ -16,6 +16,7 @@ export const JobCreateRequestSchema = z
     task: TaskSchema.optional(),
     messages: z.array(MessageSchema).max(64).optional(),
     max_tokens: z.number().int().min(1).max(4096).optional(),
+    min_tokens: z.number().int().min(0).max(4096).optional(),
     temperature: z.number().min(0).max(2).optional(),
     seed: z
       .number()

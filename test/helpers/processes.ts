@@ -63,7 +63,7 @@ export async function waitFor(url: string, timeoutMs: number, spawned?: Spawned)
 export const RUNNER_SECRET_FOR_TESTS = "test-runner-secret-0123456789";
 
 export async function startRunner(env: Record<string, string> = {}): Promise<Spawned & { url: string }> {
-  const port = await freePort();
+  const port = env.RUNNER_PORT ? Number(env.RUNNER_PORT) : await freePort();
   const spawned = spawnProcess("node", ["--import", "tsx", "gpu-runner/src/server/main.ts"], {
     RUNNER_PORT: String(port),
     RUNNER_SECRET: RUNNER_SECRET_FOR_TESTS,
