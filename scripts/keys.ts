@@ -30,6 +30,8 @@ async function execute(sql: string): Promise<unknown[]> {
 
 async function main(): Promise<void> {
   const command = positionals[0];
+  // Migrations are idempotent; applying them first makes the command work on a fresh checkout.
+  await wrangler(["d1", "migrations", "apply", "DB", ...target], { quiet: true });
   if (command === "create") {
     if (!values.name) throw new Error("create needs --name");
     const key = values.key ?? generateApiKey();
