@@ -30,8 +30,9 @@ async function execute(sql: string): Promise<unknown[]> {
 
 async function main(): Promise<void> {
   const command = positionals[0];
-  // Migrations are idempotent; applying them first makes the command work on a fresh checkout.
-  await wrangler(["d1", "migrations", "apply", "DB", ...target], { quiet: true });
+  // Locally, migrations are applied first (idempotent) so the command works on a fresh checkout;
+  // a deployed database is migrated by the deploy, not by this command.
+  if (!values.remote) await wrangler(["d1", "migrations", "apply", "DB", ...target], { quiet: true });
   if (command === "create") {
     if (!values.name) throw new Error("create needs --name");
     const key = values.key ?? generateApiKey();
