@@ -157,6 +157,10 @@ describe("edge end to end", () => {
     const reader = response.body?.getReader();
     await reader?.read();
     await reader?.read();
+    const seen = Date.now() + 3_000;
+    while ((await metric(stack.runner, "vllm:num_requests_running")) < 1 && Date.now() < seen) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
     expect(await metric(stack.runner, "vllm:num_requests_running")).toBe(1);
     controller.abort();
     const until = Date.now() + 5_000;

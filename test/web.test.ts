@@ -2,7 +2,7 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { type Browser, chromium, type Page } from "playwright-core";
+import { type BrowserContext, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Spawned, startStack } from "./helpers/processes";
 
@@ -24,14 +24,15 @@ function iou(a: number[], b: number[]): number {
 
 describe.skipIf(!existsSync(CHROMIUM))("web client in a real browser", () => {
   let stack: Spawned & { edge: string; apiKey: string };
-  let browser: Browser;
+  let browser: BrowserContext;
   let page: Page;
 
   beforeAll(async () => {
     mkdirSync(SHOTS, { recursive: true });
     stack = await startStack({ RUNNER_BUNDLE: bundle });
-    browser = await chromium.launch({
+    browser = await chromium.launchPersistentContext(await mkdtemp(path.join(tmpdir(), "chromium-")), {
       executablePath: CHROMIUM,
+      viewport: { width: 1100, height: 760 },
       args: [
         "--headless",
         "--no-sandbox",
@@ -41,10 +42,9 @@ describe.skipIf(!existsSync(CHROMIUM))("web client in a real browser", () => {
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        `--user-data-dir=${await mkdtemp(path.join(tmpdir(), "chromium-"))}`,
       ],
     });
-    page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
+    page = await browser.newPage();
     await page.goto(stack.edge);
   }, 240_000);
 
