@@ -236,6 +236,10 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
   input.batcher?.join();
   try {
     for (let step = 0; step < input.sampling.max_tokens; step++) {
+      // ONNX runs resolve as microtasks, so a decode loop could otherwise starve the event loop:
+      // yielding one macrotask per step lets new requests arrive (and join the batch) and lets
+      // disconnects be noticed.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       if (input.signal?.aborted) {
         finish = "canceled";
         break;
