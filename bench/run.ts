@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { renderChat } from "@visionllm/protocol";
-import { createBackend, float32, int64, type Provider } from "../gpu-runner/src/backend/onnx";
+import { createBackend, type Provider } from "../gpu-runner/src/backend/onnx";
 import { loadBundle } from "../gpu-runner/src/bundle/load";
 import { DecodeBatcher } from "../gpu-runner/src/engine/batcher";
 import { ImageFeatureCache } from "../gpu-runner/src/engine/feature-cache";

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { type RunnerGenerateRequestInput, readEventStream, type StreamEvent } from "@visionllm/protocol";
+import type { RunnerGenerateRequestInput } from "@visionllm/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Spawned, startRunner } from "./helpers/processes";
 import { generateEvents, imageInput, metric, signedFetch, textOf } from "./helpers/runner-client";

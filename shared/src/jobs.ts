@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { ImageUrlSchema, MessageSchema, SamplingSchema, TaskSchema } from "./requests";
+import { ImageUrlSchema, MessageSchema, TaskSchema } from "./requests";
 
 /** Asynchronous image jobs with webhooks (Replicate-style lifecycle, Standard Webhooks delivery). */
 

@@ -74,7 +74,7 @@ export async function verifyRequest(
   if (Math.abs(now - timestamp) > options.windowSeconds)
     return { ok: false, reason: "timestamp outside the window" };
   const mac = fromHex(signatureHeader);
-  if (!mac || mac.length !== 32) return { ok: false, reason: "malformed signature" };
+  if (mac?.length !== 32) return { ok: false, reason: "malformed signature" };
   const valid = await crypto.subtle.verify(
     "HMAC",
     await hmacKey(secret),
