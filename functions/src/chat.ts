@@ -117,25 +117,12 @@ async function* fromRunner(
     const err = VisionLLMError.is(error)
       ? error
       : new VisionLLMError("runner_unavailable", "The model runner stopped mid-answer.");
-    collected.push({
-      type: "error",
-      sequence_number: 0,
-      code: err.code,
-      message: err.message,
-      retryable: true,
-    });
     yield { type: "error", code: err.code, message: `${err.message} Retry the request.`, retryable: true };
     yield { type: "done", finish_reason: "error" };
     finished = true;
   }
+  // `collected` keeps only what the runner sent: without its `done` the answer is never cached.
   if (!finished) {
-    collected.push({
-      type: "error",
-      sequence_number: 0,
-      code: "runner_unavailable",
-      message: "",
-      retryable: true,
-    });
     yield {
       type: "error",
       code: "runner_unavailable",

@@ -195,7 +195,6 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
     );
     c.req.raw.signal.addEventListener("abort", () => controller.abort(), { once: true });
     let release: () => void;
-    metrics.waiting.set(admission.waiting + 1);
     try {
       release = await admission.acquire(controller.signal);
     } catch (error) {
