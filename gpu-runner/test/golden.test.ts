@@ -127,27 +127,19 @@ describe.skipIf(bundles.length === 0)("golden references", () => {
         });
 
         for (const [name, check] of Object.entries(golden.graphs)) {
-          // Known: on Dawn's OpenGL ES backend (the software WebGPU adapter used without a GPU) the
-          // editor graph differs from PyTorch (max |diff| 1.7 in velocity) while every other graph,
-          // the generator included, matches. Marked so the suite says so, and flags the day it passes.
-          const knownBad =
-            provider === "webgpu" && name === "editor" && process.env.WEBGPU_BACKEND === "opengles";
-          (knownBad ? it.fails : it)(
-            `graph ${name} reproduces PyTorch within the export tolerance`,
-            async () => {
-              const feeds: Record<string, HostTensor> = {};
-              for (const [input, ref] of Object.entries(check.inputs))
-                feeds[input] = readTensor(bundleInfo.dir, ref);
-              const outputs = await model.run(name as GraphName, feeds);
-              for (const [output, ref] of Object.entries(check.outputs)) {
-                const expected = readTensor(bundleInfo.dir, ref);
-                const actual = outputs[output];
-                expect(actual?.dims, `${name}.${output} shape`).toEqual(ref.shape);
-                const diff = maxAbsDiff(actual?.data as Float32Array, expected.data as Float32Array);
-                expect(diff, `${name}.${output} max |diff|`).toBeLessThanOrEqual(golden.tolerance.graph_abs);
-              }
-            },
-          );
+          it(`graph ${name} reproduces PyTorch within the export tolerance`, async () => {
+            const feeds: Record<string, HostTensor> = {};
+            for (const [input, ref] of Object.entries(check.inputs))
+              feeds[input] = readTensor(bundleInfo.dir, ref);
+            const outputs = await model.run(name as GraphName, feeds);
+            for (const [output, ref] of Object.entries(check.outputs)) {
+              const expected = readTensor(bundleInfo.dir, ref);
+              const actual = outputs[output];
+              expect(actual?.dims, `${name}.${output} shape`).toEqual(ref.shape);
+              const diff = maxAbsDiff(actual?.data as Float32Array, expected.data as Float32Array);
+              expect(diff, `${name}.${output} max |diff|`).toBeLessThanOrEqual(golden.tolerance.graph_abs);
+            }
+          });
         }
 
         // Whole-stack cases on software WebGPU take minutes each; GOLDEN_WEBGPU_CASES=1 runs them.
