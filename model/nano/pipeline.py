@@ -40,7 +40,6 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget for the three stages")
     parser.add_argument("--out", default="model/.runs/full", help="work folder: checkpoints, logs")
     parser.add_argument("--bundle", default=None, help="where to write the bundle (default: model/bundle for full)")
-    parser.add_argument("--skip-train", action="store_true", help="export/evaluate the last checkpoint")
     parser.add_argument("--eval-scenes", type=int, default=500)
     args = parser.parse_args()
     torch.set_num_threads(2)

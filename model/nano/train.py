@@ -48,12 +48,15 @@ DECODER_FAMILIES = {"detection": 0.22, "segmentation": 0.16, "grounding": 0.2, "
 
 
 def full_recipe(minutes: float = 90) -> Recipe:
+    # Stage 2 carries most of the budget, with the encoders and LLM at a learning rate high enough to
+    # move: the decoders' gradients are what teach the image encoder where objects are, and questions
+    # (counting, colours) need that as much as detection does.
     return Recipe([
         Stage("1-chat", {"questions": 0.5, "region": 0.25, "chat": 0.1, "multi_turn": 0.15}, 1500, minutes * 0.25,
               {"encoders": 1e-3, "llm": 1e-3, "queries": 1e-3}),
-        Stage("2-multi-capacity", {"questions": 0.12, "region": 0.06, "chat": 0.03, "multi_turn": 0.05, **{k: v * 0.74 for k, v in DECODER_FAMILIES.items()}},
-              3000, minutes * 0.5, {"encoders": 2e-4, "llm": 3e-4, "queries": 1e-3, "decoders": 1e-3}),
-        Stage("3-decoders", DECODER_FAMILIES, 1500, minutes * 0.25, {"queries": 5e-4, "decoders": 5e-4}),
+        Stage("2-multi-capacity", {"questions": 0.15, "region": 0.08, "chat": 0.02, "multi_turn": 0.05, **{k: v * 0.7 for k, v in DECODER_FAMILIES.items()}},
+              3000, minutes * 0.55, {"encoders": 5e-4, "llm": 5e-4, "queries": 1e-3, "decoders": 1e-3}),
+        Stage("3-decoders", DECODER_FAMILIES, 1500, minutes * 0.2, {"queries": 5e-4, "decoders": 5e-4}),
     ])
 
 
@@ -108,7 +111,7 @@ def decoder_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward) -> di
             tboxes.append(torch.tensor([B.box_cxcywh(s.scene.objects[i].box) for i in call.targets], dtype=torch.float32).reshape(-1, 4))
             m = torch.from_numpy(np.stack([s.masks[i] for i in call.targets]).astype(np.float32)) if call.targets else torch.zeros(0, 128, 128)
             tmasks.append(F.adaptive_avg_pool2d(m[None], masks.shape[-1])[0] if len(m) else m[:, :32, :32])
-        out["perception"], _ = L.set_loss(logits, boxes, tboxes, masks, tmasks)
+        out["perception"], _ = L.set_loss(logits, boxes, tboxes, masks, tmasks, model.perception_decoder.core.anchor_centres())
     if pose_person and fwd.levels is not None and batch.images is not None:
         person = model.perception_link(torch.stack([fwd.query_states[gi] for gi, _, _ in pose_person]))
         kp_states = {}
@@ -123,7 +126,7 @@ def decoder_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward) -> di
             assert s.scene is not None
             tboxes.append(torch.tensor([B.box_cxcywh(s.scene.objects[i].box) for i in call.targets], dtype=torch.float32).reshape(-1, 4))
             tkps.append(torch.tensor([s.scene.objects[i].keypoints for i in call.targets], dtype=torch.float32).reshape(-1, cfg.num_keypoints, 2) / 128)
-        loss, matches = L.set_loss(logits, boxes, tboxes)
+        loss, matches = L.set_loss(logits, boxes, tboxes, anchors=model.pose_decoder.core.anchor_centres())
         h, w = pix.shape[-2:]
         for g, (rws, cols) in enumerate(matches):
             if len(rws):
