@@ -175,6 +175,20 @@ describe("streaming detokenisation", () => {
       ),
     );
   });
+
+  it("decodes a bounded window per token, not the whole answer", () => {
+    let longest = 0;
+    const decode = (ids: readonly number[]) => {
+      longest = Math.max(longest, ids.length);
+      return new TextDecoder().decode(new Uint8Array(ids));
+    };
+    const text = "héllo wörld, ".repeat(80);
+    const detok = new StreamingDetokenizer(decode);
+    let out = "";
+    for (const b of new TextEncoder().encode(text)) out += detok.push(b);
+    expect(out + detok.flush()).toBe(text);
+    expect(longest).toBeLessThanOrEqual(4);
+  });
 });
 
 describe("preprocessing", () => {

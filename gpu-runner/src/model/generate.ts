@@ -311,6 +311,7 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
     }
   } finally {
     input.batcher?.leave();
+    model.releaseCache(cache);
   }
   if (finish !== "canceled") {
     if (finish === "length" || finish === "stop") {

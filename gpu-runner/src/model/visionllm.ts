@@ -5,14 +5,23 @@ import { TextTokenizer } from "../text/tokenizer";
 
 /**
  * VisionLLM v2 as a table of named ONNX sessions plus the code that wires them. Tensors are flat
- * Float32Arrays; shapes are in the comments ([batch, ...]). Batch size is 1 here: the scheduler
- * batches by calling `llmStep` with several sequences at once.
+ * Float32Arrays; shapes are in the comments ([batch, ...]). Graphs run at batch 1, except the LLM's
+ * decode step, which the scheduler batches across sequences through `llmBatchStep`.
  */
 
 export interface KVCache {
   /** Per layer: key and value [1, heads, past, head_dim]. */
   layers: Array<{ key: Float32Array; value: Float32Array }>;
   length: number;
+}
+
+interface ResidentBatch {
+  /** Row i of every tensor belongs to caches[i]. */
+  caches: KVCache[];
+  /** Positions per row, left padding included. */
+  total: number;
+  /** Per layer: key then value, [b, heads, total, head_dim]. */
+  tensors: Float32Array[];
 }
 
 export interface ImageFeatures {
@@ -125,6 +134,7 @@ export class VisionLLM {
     embeds: Float32Array,
     cache: KVCache,
   ): Promise<{ logits: Float32Array; hidden: Float32Array }> {
+    if (this.#resident?.caches.includes(cache)) this.#settle();
     const s = embeds.length / this.dim;
     const total = cache.length + s;
     const feeds: Record<string, HostTensor> = {
@@ -152,76 +162,153 @@ export class VisionLLM {
   }
 
   /**
+   * The KV cache of the last batched step, kept as the padded [b, heads, total, head_dim] tensors
+   * the graph returned: while the same sequences step together again (the steady state of
+   * continuous batching), those tensors are fed straight back as the next step's past, with no
+   * per-sequence unpacking and repacking. Members' own `layers` are stale while they are resident;
+   * every other use of a cache goes through `#settle`, which copies the rows back out.
+   */
+  #resident: ResidentBatch | undefined;
+
+  /** Copies every resident sequence's rows back into its own cache and drops the batch tensors. */
+  #settle(): void {
+    const r = this.#resident;
+    if (!r) return;
+    this.#resident = undefined;
+    const rowWidth = this.headDim;
+    r.caches.forEach((cache, i) => {
+      const len = cache.length;
+      const pad = r.total - len;
+      cache.layers.forEach((layer, l) => {
+        for (const kind of ["key", "value"] as const) {
+          const batch = r.tensors[2 * l + (kind === "key" ? 0 : 1)] ?? new Float32Array(0);
+          const own = new Float32Array(this.heads * len * rowWidth);
+          for (let h = 0; h < this.heads; h++) {
+            const start = ((i * this.heads + h) * r.total + pad) * rowWidth;
+            own.set(batch.subarray(start, start + len * rowWidth), h * len * rowWidth);
+          }
+          layer[kind] = own;
+        }
+      });
+    });
+  }
+
+  /** A sequence is finished or canceled: its cache memory is released now, not at the next step. */
+  releaseCache(cache: KVCache): void {
+    if (this.#resident?.caches.includes(cache)) this.#settle();
+    for (const layer of cache.layers) {
+      layer.key = new Float32Array(0);
+      layer.value = new Float32Array(0);
+    }
+    cache.length = 0;
+  }
+
+  /**
    * One decode step for several sequences in one run: each feeds one token embedding [D]. Caches of
    * different lengths are left-padded to the longest and the padding masked out, so every sequence
-   * computes exactly what it would alone; each cache is then cut back to its own length.
+   * computes exactly what it would alone.
    */
   async llmBatchStep(
     items: ReadonlyArray<{ embeds: Float32Array; cache: KVCache }>,
   ): Promise<Array<{ logits: Float32Array; hidden: Float32Array }>> {
     const b = items.length;
-    const past = Math.max(...items.map((i) => i.cache.length));
+    const layers = this.manifest.config.llm_layers;
+    // rows[i]: the row of items[i] in this step's tensors.
+    let rows = items.map((_, i) => i);
+    let past: number;
+    let pastTensors: Float32Array[];
+    const resident = this.#resident;
+    const residentRows =
+      resident && resident.caches.length === b
+        ? items.map((item) => resident.caches.indexOf(item.cache))
+        : [];
+    if (
+      resident &&
+      residentRows.length === b &&
+      residentRows.every((r) => r >= 0) &&
+      new Set(residentRows).size === b
+    ) {
+      // The same sequences as last step: their KV is already laid out; the members are in flight now.
+      this.#resident = undefined;
+      rows = residentRows;
+      past = resident.total;
+      pastTensors = resident.tensors;
+    } else {
+      this.#settle();
+      past = Math.max(...items.map((i) => i.cache.length));
+      pastTensors = [];
+      for (let layer = 0; layer < layers; layer++) {
+        for (const kind of ["key", "value"] as const) {
+          pastTensors.push(
+            this.#pack(
+              items.map((item) => item.cache),
+              past,
+              layer,
+              kind,
+            ),
+          );
+        }
+      }
+    }
     const total = past + 1;
-    const rowWidth = this.headDim;
+    const caches: KVCache[] = new Array(b);
     const embeds = new Float32Array(b * this.dim);
     const mask = new BigInt64Array(b * total);
     const positions = new BigInt64Array(b);
     items.forEach((item, i) => {
-      embeds.set(item.embeds, i * this.dim);
-      const pad = past - item.cache.length;
-      mask.fill(1n, i * total + pad, (i + 1) * total);
-      positions[i] = BigInt(item.cache.length);
+      const row = rows[i] ?? i;
+      caches[row] = item.cache;
+      embeds.set(item.embeds, row * this.dim);
+      mask.fill(1n, row * total + (past - item.cache.length), (row + 1) * total);
+      positions[row] = BigInt(item.cache.length);
     });
     const feeds: Record<string, HostTensor> = {
       inputs_embeds: float32(embeds, [b, 1, this.dim]),
       attention_mask: int64(mask, [b, total]),
       position_ids: int64(positions, [b, 1]),
     };
-    const layers = this.manifest.config.llm_layers;
-    for (let layer = 0; layer < layers; layer++) {
-      for (const kind of ["key", "value"] as const) {
-        const padded = new Float32Array(b * this.heads * past * rowWidth);
-        items.forEach((item, i) => {
-          const own = item.cache.layers[layer]?.[kind] ?? new Float32Array(0);
-          const len = item.cache.length;
-          const pad = past - len;
-          for (let h = 0; h < this.heads; h++) {
-            padded.set(
-              own.subarray(h * len * rowWidth, (h + 1) * len * rowWidth),
-              ((i * this.heads + h) * past + pad) * rowWidth,
-            );
-          }
-        });
-        feeds[`past_key_values.${layer}.${kind}`] = float32(padded, [b, this.heads, past, rowWidth]);
-      }
-    }
+    pastTensors.forEach((tensor, t) => {
+      const name = `past_key_values.${Math.floor(t / 2)}.${t % 2 === 0 ? "key" : "value"}`;
+      feeds[name] = float32(tensor, [b, this.heads, past, this.headDim]);
+    });
     const out = await this.run("llm", feeds);
     const logits = need(out, "logits").data as Float32Array;
     const hidden = need(out, "last_hidden_state").data as Float32Array;
-    const vocab = logits.length / b;
+    const present: Float32Array[] = [];
     for (let layer = 0; layer < layers; layer++) {
-      for (const kind of ["key", "value"] as const) {
-        const present = need(out, `present.${layer}.${kind}`).data as Float32Array;
-        items.forEach((item, i) => {
-          const len = item.cache.length + 1;
-          const pad = total - len;
-          const own = new Float32Array(this.heads * len * rowWidth);
-          for (let h = 0; h < this.heads; h++) {
-            const start = ((i * this.heads + h) * total + pad) * rowWidth;
-            own.set(present.subarray(start, start + len * rowWidth), h * len * rowWidth);
-          }
-          const target = item.cache.layers[layer];
-          if (target) target[kind] = own;
-        });
-      }
+      present.push(need(out, `present.${layer}.key`).data as Float32Array);
+      present.push(need(out, `present.${layer}.value`).data as Float32Array);
     }
-    return items.map((item, i) => {
-      item.cache.length += 1;
+    for (const cache of caches) cache.length += 1;
+    // Another batch may have finished while this one ran; its sequences get their own caches back.
+    this.#settle();
+    this.#resident = { caches, total, tensors: present };
+    const vocab = logits.length / b;
+    return items.map((_, i) => {
+      const row = rows[i] ?? i;
       return {
-        logits: logits.slice(i * vocab, (i + 1) * vocab),
-        hidden: hidden.slice(i * this.dim, (i + 1) * this.dim),
+        logits: logits.slice(row * vocab, (row + 1) * vocab),
+        hidden: hidden.slice(row * this.dim, (row + 1) * this.dim),
       };
     });
+  }
+
+  /** Left-pads each cache's `kind` of `layer` to `past` positions -> [b, heads, past, head_dim]. */
+  #pack(caches: readonly KVCache[], past: number, layer: number, kind: "key" | "value"): Float32Array {
+    const rowWidth = this.headDim;
+    const padded = new Float32Array(caches.length * this.heads * past * rowWidth);
+    caches.forEach((cache, i) => {
+      const own = cache.layers[layer]?.[kind] ?? new Float32Array(0);
+      const len = cache.length;
+      const pad = past - len;
+      for (let h = 0; h < this.heads; h++) {
+        padded.set(
+          own.subarray(h * len * rowWidth, (h + 1) * len * rowWidth),
+          ((i * this.heads + h) * past + pad) * rowWidth,
+        );
+      }
+    });
+    return padded;
   }
 
   /** Super-link projection: hidden states at the queries [G, N, D] -> one embedding per group [G, link]. */

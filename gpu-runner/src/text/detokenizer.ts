@@ -1,11 +1,16 @@
 /**
- * Streaming detokenisation that never emits a broken character: the text of all tokens so far is
- * decoded, and only the part after what was already emitted is released, held back while it ends
- * in U+FFFD (a multi-byte character whose remaining bytes are still to come).
+ * Streaming detokenisation that never emits a broken character, in constant work per token: only a
+ * short window of recent tokens is decoded (vLLM's incremental scheme). `prefix..read` is text
+ * already released; decoding `prefix..end` and keeping what extends it yields the new text, so
+ * decoders that treat a sequence's first token specially (leading spaces) see the same context
+ * every time. Text is held back while it ends in U+FFFD (a multi-byte character whose remaining
+ * bytes are still to come).
  */
 export class StreamingDetokenizer {
   readonly #decode: (ids: readonly number[]) => string;
   readonly #ids: number[] = [];
+  #prefix = 0;
+  #read = 0;
   #emitted = "";
 
   constructor(decode: (ids: readonly number[]) => string) {
@@ -15,27 +20,27 @@ export class StreamingDetokenizer {
   /** Adds a token; returns the newly completed text (possibly empty). */
   push(id: number): string {
     this.#ids.push(id);
-    const text = this.#decode(this.#ids);
-    if (text.endsWith("\uFFFD")) return "";
-    return this.#release(text);
+    return this.#advance(false);
   }
 
   /** At the end of the stream: whatever remains, replacement characters included. */
   flush(): string {
-    return this.#release(this.#decode(this.#ids));
+    return this.#advance(true);
   }
 
   get text(): string {
     return this.#emitted;
   }
 
-  #release(text: string): string {
-    if (!text.startsWith(this.#emitted)) {
-      // A decoder may rewrite earlier text (e.g. cleanup rules); emit only a clean continuation.
-      return "";
-    }
-    const delta = text.slice(this.#emitted.length);
-    this.#emitted = text;
+  #advance(final: boolean): string {
+    const before = this.#decode(this.#ids.slice(this.#prefix, this.#read));
+    const after = this.#decode(this.#ids.slice(this.#prefix));
+    if (after.length <= before.length || !after.startsWith(before)) return "";
+    if (!final && after.endsWith("\uFFFD")) return "";
+    const delta = after.slice(before.length);
+    this.#prefix = this.#read;
+    this.#read = this.#ids.length;
+    this.#emitted += delta;
     return delta;
   }
 }
