@@ -9,6 +9,7 @@ import { ImageFeatureCache } from "../gpu-runner/src/engine/feature-cache";
 import { type GenerateInput, generate, prepareImage } from "../gpu-runner/src/model/generate";
 import { VisionLLM } from "../gpu-runner/src/model/visionllm";
 import { startStack } from "../test/helpers/processes";
+import { transformersJsDecodeRate } from "./transformers-js";
 
 /**
  * `npm run bench`: every figure beside its reference, measured in the same run on this machine.
@@ -143,6 +144,27 @@ await run(
     } catch (error) {
       console.log(`onnxruntime-node unavailable: ${(error as Error).message}`);
     }
+  }
+  try {
+    const peerRate = await transformersJsDecodeRate(bundle, ids, decodeTokens, "cpu");
+    record({
+      section: "decode",
+      name: "transformers.js (onnxruntime-node cpu), same graph, batch 1",
+      value: peerRate,
+      unit: "tok/s",
+      reference: "bare ORT loop",
+      ratio: peerRate / bareRate,
+    });
+    record({
+      section: "decode",
+      name: "runner generation loop vs transformers.js",
+      value: runnerRate,
+      unit: "tok/s",
+      reference: "transformers.js",
+      ratio: runnerRate / peerRate,
+    });
+  } catch (error) {
+    console.log(`transformers.js could not load the LLM graph: ${(error as Error).message}`);
   }
 
   // Limits of this machine for this model. Decode at batch 1 reads every LLM weight once per token
