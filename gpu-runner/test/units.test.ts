@@ -179,6 +179,8 @@ describe("streaming detokenisation", () => {
   it("decodes a bounded window per token, not the whole answer", () => {
     let longest = 0;
     const decode = (ids: readonly number[]) => {
+      // As @huggingface/tokenizers does.
+      if (ids.length === 0) throw new Error("token_ids must be a non-empty array of integers.");
       longest = Math.max(longest, ids.length);
       return new TextDecoder().decode(new Uint8Array(ids));
     };

@@ -33,7 +33,9 @@ export class StreamingDetokenizer {
   }
 
   #advance(final: boolean): string {
-    const before = this.#decode(this.#ids.slice(this.#prefix, this.#read));
+    if (this.#ids.length === this.#prefix) return "";
+    // Tokenizer libraries refuse to decode an empty list; nothing decodes to "".
+    const before = this.#read > this.#prefix ? this.#decode(this.#ids.slice(this.#prefix, this.#read)) : "";
     const after = this.#decode(this.#ids.slice(this.#prefix));
     if (after.length <= before.length || !after.startsWith(before)) return "";
     if (!final && after.endsWith("\uFFFD")) return "";
