@@ -179,7 +179,8 @@ describe.skipIf(bundles.length === 0)("golden references", () => {
             const diff = maxAbsDiff(await rgbOf(png), await rgbOf(check.output_png));
             expect(diff, `${check.task} max pixel difference`).toBeLessThanOrEqual(2);
           }
-        });
+          // Two samplers of 20 steps each on software WebGPU: about a minute on a busy machine.
+        }, 300_000);
 
         for (const goldenCase of golden.cases) {
           it.runIf(runCases)(
