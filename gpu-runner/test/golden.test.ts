@@ -145,42 +145,46 @@ describe.skipIf(bundles.length === 0)("golden references", () => {
         // Whole-stack cases on software WebGPU take minutes each; GOLDEN_WEBGPU_CASES=1 runs them.
         const runCases = provider !== "webgpu" || process.env.GOLDEN_WEBGPU_CASES === "1";
 
-        it.runIf(runCases)("the samplers reproduce generated and edited images at equal seeds", async () => {
-          for (const check of golden.image_checks) {
-            const source = check.source_png
-              ? {
-                  width: model.manifest.preprocessing.image_size,
-                  height: model.manifest.preprocessing.image_size,
-                  rgb: await rgbOf(check.source_png),
-                  features: {
-                    pixelValues: new Float32Array(0),
-                    levels: float32(new Float32Array(0), [0]),
-                    imageEmbeds: new Float32Array(0),
-                  },
-                }
-              : undefined;
-            const entry = model.manifest.routing[check.task === "editing" ? "[EDIT]" : "[GEN]"];
-            if (!entry) throw new Error("routing entry missing");
-            const events: StreamEvent["type"][] = [];
-            let png = "";
-            for await (const event of runImageDecoder(
-              model,
-              { index: 0, entry, states: Float32Array.from(check.query_states) },
-              source,
-              check.seed,
-              undefined,
-            )) {
-              events.push(event.type);
-              if (event.type === "image") png = event.png_base64;
+        it.runIf(runCases)(
+          "the samplers reproduce generated and edited images at equal seeds",
+          async () => {
+            for (const check of golden.image_checks) {
+              const source = check.source_png
+                ? {
+                    width: model.manifest.preprocessing.image_size,
+                    height: model.manifest.preprocessing.image_size,
+                    rgb: await rgbOf(check.source_png),
+                    features: {
+                      pixelValues: new Float32Array(0),
+                      levels: float32(new Float32Array(0), [0]),
+                      imageEmbeds: new Float32Array(0),
+                    },
+                  }
+                : undefined;
+              const entry = model.manifest.routing[check.task === "editing" ? "[EDIT]" : "[GEN]"];
+              if (!entry) throw new Error("routing entry missing");
+              const events: StreamEvent["type"][] = [];
+              let png = "";
+              for await (const event of runImageDecoder(
+                model,
+                { index: 0, entry, states: Float32Array.from(check.query_states) },
+                source,
+                check.seed,
+                undefined,
+              )) {
+                events.push(event.type);
+                if (event.type === "image") png = event.png_base64;
+              }
+              expect(events.filter((e) => e === "image-progress")).toHaveLength(
+                model.manifest.generation.steps,
+              );
+              const diff = maxAbsDiff(await rgbOf(png), await rgbOf(check.output_png));
+              expect(diff, `${check.task} max pixel difference`).toBeLessThanOrEqual(2);
             }
-            expect(events.filter((e) => e === "image-progress")).toHaveLength(
-              model.manifest.generation.steps,
-            );
-            const diff = maxAbsDiff(await rgbOf(png), await rgbOf(check.output_png));
-            expect(diff, `${check.task} max pixel difference`).toBeLessThanOrEqual(2);
-          }
-          // Two samplers of 20 steps each on software WebGPU: about a minute on a busy machine.
-        }, 300_000);
+            // Two samplers of 20 steps each on software WebGPU: about a minute on a busy machine.
+          },
+          300_000,
+        );
 
         for (const goldenCase of golden.cases) {
           it.runIf(runCases)(
