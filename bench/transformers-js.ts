@@ -28,13 +28,11 @@ export async function transformersJsDecodeRate(
         model_type: "llama",
         architectures: ["LlamaForCausalLM"],
         hidden_size: c.llm_dim,
-        intermediate_size: c.llm_ffn,
         num_attention_heads: c.llm_heads,
         num_key_value_heads: c.llm_heads,
         head_dim: c.llm_dim / c.llm_heads,
         num_hidden_layers: c.llm_layers,
         vocab_size: c.vocab_size,
-        max_position_embeddings: c.max_positions,
       }),
     );
     writeFileSync(path.join(dir, "onnx", "model.onnx"), bundle.graphs.llm);
