@@ -285,6 +285,35 @@ await run(
       note: `${decoders} decoder runs excluded`,
     });
   }
+  // The batched LLM step alone (no sampling, no events): its cost at b rows against b single steps
+  // is the ceiling any scheduler can reach on this machine.
+  {
+    const d = model.dim;
+    const ids = model.tokenizer.encode(prompt("Describe the image.", false));
+    let single = 0;
+    for (const b of levels) {
+      const items = [];
+      for (let i = 0; i < b; i++) {
+        const kv = model.emptyCache();
+        await model.llmStep(model.tableRows("embed_tokens", ids), kv);
+        items.push({ embeds: new Float32Array(d).fill(0.01), cache: kv });
+      }
+      await model.llmBatchStep(items);
+      const steps = 24;
+      const t0 = performance.now();
+      for (let i = 0; i < steps; i++) await model.llmBatchStep(items);
+      const rate = (b * steps) / ((performance.now() - t0) / 1000);
+      if (b === 1) single = rate;
+      record({
+        section: "batching",
+        name: `batched LLM step alone, ${b} rows`,
+        value: rate,
+        unit: "tok/s",
+        ...(b === 1 ? {} : { reference: "1 row", ratio: rate / single }),
+      });
+      for (const item of items) model.releaseCache(item.cache);
+    }
+  }
   for (const c of levels) {
     const t0 = performance.now();
     const results = await Promise.all(
