@@ -134,7 +134,7 @@ export class VisionLLM {
     embeds: Float32Array,
     cache: KVCache,
   ): Promise<{ logits: Float32Array; hidden: Float32Array }> {
-    if (this.#resident?.caches.includes(cache)) this.#settle();
+    this.#settleIfResident(cache);
     const s = embeds.length / this.dim;
     const total = cache.length + s;
     const feeds: Record<string, HostTensor> = {
@@ -193,9 +193,13 @@ export class VisionLLM {
     });
   }
 
+  #settleIfResident(cache: KVCache): void {
+    if (this.#resident?.caches.includes(cache)) this.#settle();
+  }
+
   /** A sequence is finished or canceled: its cache memory is released now, not at the next step. */
   releaseCache(cache: KVCache): void {
-    if (this.#resident?.caches.includes(cache)) this.#settle();
+    this.#settleIfResident(cache);
     for (const layer of cache.layers) {
       layer.key = new Float32Array(0);
       layer.value = new Float32Array(0);
@@ -218,16 +222,10 @@ export class VisionLLM {
     let past: number;
     let pastTensors: Float32Array[];
     const resident = this.#resident;
+    // A cache is in at most one pending step, so b distinct caches all found means the same set.
     const residentRows =
-      resident && resident.caches.length === b
-        ? items.map((item) => resident.caches.indexOf(item.cache))
-        : [];
-    if (
-      resident &&
-      residentRows.length === b &&
-      residentRows.every((r) => r >= 0) &&
-      new Set(residentRows).size === b
-    ) {
+      resident?.caches.length === b ? items.map((item) => resident.caches.indexOf(item.cache)) : [];
+    if (resident && residentRows.length === b && residentRows.every((r) => r >= 0)) {
       // The same sequences as last step: their KV is already laid out; the members are in flight now.
       this.#resident = undefined;
       rows = residentRows;
