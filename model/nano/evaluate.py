@@ -284,7 +284,7 @@ def draw_sample(runner: Runner, path: str) -> str:
 
 def evaluate_and_write_card(model: VisionLLMv2Nano, tok: Tokenizer, bundle: str, scenes: int = 500) -> dict:
     model.eval()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # faster than two here, as in training (see pipeline.py)
     ev = Evaluator(model, tok)
     results = {}
     examples = {}

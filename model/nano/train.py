@@ -52,11 +52,11 @@ def full_recipe(minutes: float = 90) -> Recipe:
     # move: the decoders' gradients are what teach the image encoder where objects are, and questions
     # (counting, colours) need that as much as detection does.
     return Recipe([
-        Stage("1-chat", {"questions": 0.5, "region": 0.25, "chat": 0.1, "multi_turn": 0.15}, 1500, minutes * 0.25,
+        Stage("1-chat", {"questions": 0.5, "region": 0.25, "chat": 0.1, "multi_turn": 0.15}, 6000, minutes * 0.25,
               {"encoders": 1e-3, "llm": 1e-3, "queries": 1e-3}),
         Stage("2-multi-capacity", {"questions": 0.15, "region": 0.08, "chat": 0.02, "multi_turn": 0.05, **{k: v * 0.7 for k, v in DECODER_FAMILIES.items()}},
-              3000, minutes * 0.55, {"encoders": 5e-4, "llm": 5e-4, "queries": 1e-3, "decoders": 1e-3}),
-        Stage("3-decoders", DECODER_FAMILIES, 1500, minutes * 0.2, {"queries": 5e-4, "decoders": 5e-4}),
+              12000, minutes * 0.55, {"encoders": 5e-4, "llm": 5e-4, "queries": 1e-3, "decoders": 1e-3}),
+        Stage("3-decoders", DECODER_FAMILIES, 6000, minutes * 0.2, {"queries": 5e-4, "decoders": 5e-4}),
     ])
 
 
