@@ -21,41 +21,61 @@ export function argmax(logits: Float32Array): number {
   return best;
 }
 
-/** Picks the next token from one row of logits [vocab]. `banned` ids are never chosen. */
+/**
+ * Picks the next token from one row of logits [vocab]. `banned` ids are never chosen. It runs once
+ * per token per sequence, so the common case (no top-k, no top-p) draws from the whole
+ * distribution in index order without sorting; only truncation sorts the candidates.
+ */
 export function sampleToken(
   logits: Float32Array,
   params: SamplingParams,
   rng: Mulberry32,
   banned: ReadonlySet<number> = new Set(),
 ): number {
-  const row = new Float32Array(logits);
-  for (const id of banned) if (id < row.length) row[id] = Number.NEGATIVE_INFINITY;
-  if (params.temperature <= 0) return argmax(row);
-  let candidates = Array.from(row.keys()).filter((i) => Number.isFinite(row[i] ?? Number.NEGATIVE_INFINITY));
-  candidates.sort((a, b) => (row[b] ?? 0) - (row[a] ?? 0));
-  if (params.topK > 0) candidates = candidates.slice(0, params.topK);
-  const top = row[candidates[0] ?? 0] ?? 0;
-  const weights = candidates.map((i) => Math.exp(((row[i] ?? 0) - top) / params.temperature));
-  const total = weights.reduce((a, b) => a + b, 0);
-  // top-p keeps the smallest prefix whose probability mass reaches p (at least one token).
-  let kept = candidates.length;
-  if (params.topP < 1) {
-    let mass = 0;
-    for (let k = 0; k < candidates.length; k++) {
-      mass += (weights[k] ?? 0) / total;
-      if (mass >= params.topP) {
-        kept = k + 1;
-        break;
+  const n = logits.length;
+  const allowed = (i: number) => !banned.has(i) && Number.isFinite(logits[i] ?? Number.NaN);
+  if (params.temperature <= 0) {
+    let best = -1;
+    for (let i = 0; i < n; i++)
+      if (allowed(i) && (best < 0 || (logits[i] ?? 0) > (logits[best] ?? 0))) best = i;
+    return Math.max(0, best);
+  }
+  let top = Number.NEGATIVE_INFINITY;
+  for (let i = 0; i < n; i++) if (allowed(i)) top = Math.max(top, logits[i] ?? 0);
+  const weights = new Float64Array(n);
+  for (let i = 0; i < n; i++)
+    if (allowed(i)) weights[i] = Math.exp(((logits[i] ?? 0) - top) / params.temperature);
+  let order: Int32Array;
+  if (params.topK > 0 || params.topP < 1) {
+    order = Int32Array.from({ length: n }, (_, i) => i).filter((i) => (weights[i] ?? 0) > 0);
+    order.sort((a, b) => (logits[b] ?? 0) - (logits[a] ?? 0) || a - b);
+    if (params.topK > 0) order = order.subarray(0, params.topK);
+    // top-p keeps the smallest prefix whose probability mass reaches p (at least one token).
+    if (params.topP < 1) {
+      const total = order.reduce((a, i) => a + (weights[i] ?? 0), 0);
+      let mass = 0;
+      for (let k = 0; k < order.length; k++) {
+        mass += (weights[order[k] ?? 0] ?? 0) / total;
+        if (mass >= params.topP) {
+          order = order.subarray(0, k + 1);
+          break;
+        }
       }
     }
+  } else {
+    order = Int32Array.from({ length: n }, (_, i) => i);
   }
-  const keptTotal = weights.slice(0, kept).reduce((a, b) => a + b, 0);
+  const keptTotal = order.reduce((a, i) => a + (weights[i] ?? 0), 0);
   let u = rng.next() * keptTotal;
-  for (let k = 0; k < kept; k++) {
-    u -= weights[k] ?? 0;
-    if (u <= 0) return candidates[k] ?? 0;
+  let last = order[0] ?? 0;
+  for (const i of order) {
+    const w = weights[i] ?? 0;
+    if (w <= 0) continue;
+    last = i;
+    u -= w;
+    if (u <= 0) return i;
   }
-  return candidates[kept - 1] ?? 0;
+  return last;
 }
 
 /** Finds the earliest stop sequence in `text`; returns the index where the visible text must end. */
