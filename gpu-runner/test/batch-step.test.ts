@@ -5,20 +5,11 @@ import type { KVCache } from "../src/model/visionllm";
 import { VisionLLM } from "../src/model/visionllm";
 
 /**
- * The batched decode step keeps the last batch's KV tensors resident and feeds them back while the
- * same sequences step together. Whatever the membership does (steady, reordered, one leaving, one
- * stepping alone for a super-link splice, one released), every sequence must compute exactly what
- * it computes alone.
+ * Both batched decode paths: `llm_decode` over the KV slots (the bundle's graph that reads the cache
+ * in place), and `llm` with the last batch's tensors kept resident (bundles without it). Whatever
+ * the membership does (steady, reordered, one leaving, one stepping alone for a super-link splice,
+ * one released), every sequence must compute exactly what it computes alone.
  */
-
-let model: VisionLLM;
-
-beforeAll(async () => {
-  model = await VisionLLM.load(await loadBundle("model/bundle"), await createBackend({ provider: "wasm" }));
-});
-afterAll(async () => {
-  await model?.release();
-});
 
 const maxDiff = (a: Float32Array, b: Float32Array) => {
   let d = 0;
@@ -26,7 +17,29 @@ const maxDiff = (a: Float32Array, b: Float32Array) => {
   return d;
 };
 
-describe("batched decode with a resident KV cache", () => {
+describe.each([
+  { path: "llm_decode", decodeGraph: true },
+  { path: "llm", decodeGraph: false },
+])("batched decode on $path", ({ path, decodeGraph }) => {
+  let model: VisionLLM;
+
+  beforeAll(async () => {
+    model = await VisionLLM.load(
+      await loadBundle("model/bundle"),
+      await createBackend({ provider: "wasm" }),
+      {
+        decodeGraph,
+      },
+    );
+  });
+  afterAll(async () => {
+    await model?.release();
+  });
+
+  it("runs on the graph it names", () => {
+    expect(model.decodePath).toBe(path);
+  });
+
   it("matches each sequence run alone through joins, reorders, leaves and solo steps", async () => {
     const D = model.dim;
     const ids = model.tokenizer.encode("Describe the image. How many circles are there?");
@@ -79,5 +92,26 @@ describe("batched decode with a resident KV cache", () => {
     const after = await model.llmStep(token(0, steps[0]), batched[0] as KVCache);
     const reference = await model.llmStep(token(0, steps[0]), alone[0] as KVCache);
     expect(maxDiff(after.logits, reference.logits)).toBeLessThan(1e-4);
+    steps[0]++;
+    // A sequence released while its batch is running (a client gone mid-step) is emptied when the
+    // step ends, and the others go on unharmed.
+    const running = model.llmBatchStep(
+      [0, 1, 3].map((s) => ({ embeds: token(s, steps[s]), cache: batched[s] as KVCache })),
+    );
+    model.releaseCache(batched[1] as KVCache);
+    const results = await running;
+    expect(batched[1]?.length).toBe(0);
+    for (const [k, s] of [0, 3].entries()) {
+      const ref = await model.llmStep(token(s, steps[s]), alone[s] as KVCache);
+      expect(maxDiff(results[k === 0 ? 0 : 2]?.logits ?? new Float32Array(0), ref.logits)).toBeLessThan(1e-4);
+      steps[s]++;
+    }
+    const next = await model.llmBatchStep(
+      [0, 3].map((s) => ({ embeds: token(s, steps[s]), cache: batched[s] as KVCache })),
+    );
+    for (const [k, s] of [0, 3].entries()) {
+      const ref = await model.llmStep(token(s, steps[s]), alone[s] as KVCache);
+      expect(maxDiff(next[k]?.logits ?? new Float32Array(0), ref.logits)).toBeLessThan(1e-4);
+    }
   });
 });

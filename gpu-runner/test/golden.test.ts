@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { createBackend, float32, type HostTensor, int64, type Provider } from "../src/backend/onnx";
 import { loadBundle } from "../src/bundle/load";
-import type { GraphName } from "../src/bundle/manifest";
+import type { AnyGraphName } from "../src/bundle/manifest";
 import { generate, preparePrompt, runImageDecoder } from "../src/model/generate";
 import { VisionLLM } from "../src/model/visionllm";
 
@@ -62,10 +62,13 @@ const GoldenSchema = z.object({
   ),
 });
 
+// Golden references sit beside each bundle (model/bundle -> model/golden), outside what it ships.
 const bundles = [
   { name: "bundled model", dir: "model/bundle" },
   { name: "smoke export", dir: process.env.SMOKE_BUNDLE ?? "model/.smoke/bundle" },
-].filter((b) => existsSync(path.join(b.dir, "golden", "golden.json")));
+]
+  .map((b) => ({ ...b, golden: path.join(path.dirname(b.dir), "golden") }))
+  .filter((b) => existsSync(path.join(b.golden, "golden.json")));
 
 const providers = (process.env.GOLDEN_PROVIDERS ?? "wasm,cpu").split(",").filter(Boolean) as Provider[];
 
@@ -116,7 +119,7 @@ describe.skipIf(bundles.length === 0)("golden references", () => {
       describe(`${bundleInfo.name} on ${provider}`, () => {
         let model: VisionLLM;
         const golden = GoldenSchema.parse(
-          JSON.parse(readFileSync(path.join(bundleInfo.dir, "golden", "golden.json"), "utf8")),
+          JSON.parse(readFileSync(path.join(bundleInfo.golden, "golden.json"), "utf8")),
         );
 
         beforeAll(async () => {
@@ -130,10 +133,10 @@ describe.skipIf(bundles.length === 0)("golden references", () => {
           it(`graph ${name} reproduces PyTorch within the export tolerance`, async () => {
             const feeds: Record<string, HostTensor> = {};
             for (const [input, ref] of Object.entries(check.inputs))
-              feeds[input] = readTensor(bundleInfo.dir, ref);
-            const outputs = await model.run(name as GraphName, feeds);
+              feeds[input] = readTensor(bundleInfo.golden, ref);
+            const outputs = await model.run(name as AnyGraphName, feeds);
             for (const [output, ref] of Object.entries(check.outputs)) {
-              const expected = readTensor(bundleInfo.dir, ref);
+              const expected = readTensor(bundleInfo.golden, ref);
               const actual = outputs[output];
               expect(actual?.dims, `${name}.${output} shape`).toEqual(ref.shape);
               const diff = maxAbsDiff(actual?.data as Float32Array, expected.data as Float32Array);

@@ -21,7 +21,7 @@ from . import batching as B
 from . import tasks as T
 from . import world as W
 from .infer import Runner, initial_noise, sample_image
-from .model import IMAGE_MEAN, IMAGE_STD, VisionLLMv2Nano
+from .model import IMAGE_MEAN, IMAGE_STD, SMOKE, Config, VisionLLMv2Nano
 from .tokenizer import SPECIAL_TOKENS, Tokenizer
 
 OPSET = 14
@@ -43,6 +43,16 @@ class LLMExport(torch.nn.Module):
     def forward(self, inputs_embeds, attention_mask, position_ids, *past):
         logits, hidden, present = self.llm(inputs_embeds, attention_mask, position_ids, list(past))
         return (logits, hidden, *present)
+
+
+class LLMDecodeExport(torch.nn.Module):
+    def __init__(self, llm):
+        super().__init__()
+        self.llm = llm
+
+    def forward(self, inputs_embeds, attention_mask, position_ids, *past):
+        logits, hidden, new = self.llm.decode_step(inputs_embeds, attention_mask, position_ids, list(past))
+        return (logits, hidden, *new)
 
 
 class Call(torch.nn.Module):
@@ -71,6 +81,12 @@ def graph_specs(model: VisionLLMv2Nano) -> dict:
     past = [rnd(1, h, 3, hd) for _ in past_names]
     dyn_past = {n: {0: "batch", 2: "past_sequence"} for n in past_names}
     dyn_present = {n: {0: "batch", 2: "total_sequence"} for n in present_names}
+    # The decode step's reference: three rows whose caches are filled to different lengths (the
+    # slots past a row's length hold garbage that the mask must hide).
+    new_names = [f"new_key_values.{i}.{kv}" for i in range(c.llm_layers) for kv in ("key", "value")]
+    slot_lengths = torch.tensor([8, 5, 2])
+    slot_mask = (torch.arange(8)[None] < slot_lengths[:, None]).long()
+    slot_past = [rnd(3, h, 8, hd) for _ in past_names]
     region_mask = torch.zeros(1, 1, c.image_size, c.image_size)
     region_mask[..., 40:70, 30:60] = 1
     return {
@@ -87,6 +103,12 @@ def graph_specs(model: VisionLLMv2Nano) -> dict:
                 {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
                  "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"},
                  "last_hidden_state": {0: "batch", 1: "sequence"}, **dyn_past, **dyn_present}),
+        "llm_decode": (LLMDecodeExport(model.llm), (rnd(3, 1, d), slot_mask, slot_lengths[:, None], *slot_past),
+                       ["inputs_embeds", "attention_mask", "position_ids", *past_names],
+                       ["logits", "last_hidden_state", *new_names],
+                       {"inputs_embeds": {0: "batch"}, "attention_mask": {0: "batch", 1: "cache"}, "position_ids": {0: "batch"},
+                        "logits": {0: "batch"}, "last_hidden_state": {0: "batch"},
+                        **{n: {0: "batch", 2: "cache"} for n in past_names}, **{n: {0: "batch"} for n in new_names}}),
         "superlink_perception": (Call(model.perception_link), (rnd(2, c.perception_queries, d),), ["query_states"], ["class_embeddings"],
                                  {"query_states": {0: "groups"}, "class_embeddings": {0: "groups"}}),
         "superlink_pose": (Call(model.pose_link), (rnd(2, c.perception_queries, d),), ["query_states"], ["class_embeddings"],
@@ -113,6 +135,18 @@ def graph_specs(model: VisionLLMv2Nano) -> dict:
     }
 
 
+def check_decode_step(llm, args) -> None:
+    """The serving decode step must compute what the plain forward computes for each row alone."""
+    embeds, mask, positions, *past = args
+    logits, _, new = llm.decode_step(embeds, mask, positions, past)
+    for row in range(embeds.shape[0]):
+        n = int(mask[row].sum())
+        ref_logits, _, present = llm(embeds[row : row + 1], torch.ones(1, n + 1, dtype=torch.long), positions[row : row + 1],
+                                     [t[row : row + 1, :, :n] for t in past])
+        assert (logits[row] - ref_logits[0]).abs().max() < 1e-4, "decode step differs from the forward pass"
+        assert (new[0][row] - present[0][0, :, n:]).abs().max() < 1e-5, "decode step's new key differs"
+
+
 def sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -136,12 +170,21 @@ def png_b64(image: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def golden_dir_of(bundle: str) -> str:
+    """Golden references sit beside the bundle (model/bundle -> model/golden): they are test data
+    for the runtime, not part of what a deployment loads, and stay out of the bundle's size."""
+    return os.path.join(os.path.dirname(os.path.abspath(bundle)), "golden")
+
+
 def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool = True, history_plot: str | None = None) -> None:
     model.eval()
     c = model.c
+    gold = golden_dir_of(out)
     if os.path.exists(out):
         for sub in ("graphs", "tables", "golden"):
             shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
+    if golden:
+        shutil.rmtree(gold, ignore_errors=True)
     os.makedirs(os.path.join(out, "graphs"), exist_ok=True)
     graphs = {}
     graph_checks = {}
@@ -155,21 +198,23 @@ def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool
                               opset_version=OPSET, do_constant_folding=True, training=torch.onnx.TrainingMode.PRESERVE)
             module.eval()
             graphs[name] = {"file": f"graphs/{name}.onnx", "inputs": inputs, "outputs": outputs}
+            if name == "llm_decode":
+                check_decode_step(model.llm, args)
             if golden:
                 results = module(*args)
                 results = results if isinstance(results, tuple) else (results,)
                 check = {"inputs": {}, "outputs": {}}
                 for n, t in zip(inputs, args):
-                    fname = f"golden/graphs/{name}/{n}.bin"
-                    meta = write_tensor(os.path.join(out, fname), t) if t.dtype != torch.long else None
+                    fname = f"graphs/{name}/{n}.bin"
+                    meta = write_tensor(os.path.join(gold, fname), t) if t.dtype != torch.long else None
                     if t.dtype == torch.long:
-                        os.makedirs(os.path.dirname(os.path.join(out, fname)), exist_ok=True)
-                        t.numpy().astype("<i8").tofile(os.path.join(out, fname))
+                        os.makedirs(os.path.dirname(os.path.join(gold, fname)), exist_ok=True)
+                        t.numpy().astype("<i8").tofile(os.path.join(gold, fname))
                         meta = {"shape": list(t.shape), "dtype": "int64"}
                     check["inputs"][n] = {"file": fname, **meta}
                 for n, t in zip(outputs, results):
-                    fname = f"golden/graphs/{name}/{n}.bin"
-                    check["outputs"][n] = {"file": fname, **write_tensor(os.path.join(out, fname), t)}
+                    fname = f"graphs/{name}/{n}.bin"
+                    check["outputs"][n] = {"file": fname, **write_tensor(os.path.join(gold, fname), t)}
                 graph_checks[name] = check
     tables = {}
     for name, tensor in {"embed_tokens": model.llm.embed_tokens.weight, "perception_queries": model.perception_queries,
@@ -178,7 +223,7 @@ def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool
         tables[name] = {"file": f"tables/{name}.bin", **write_tensor(os.path.join(out, "tables", f"{name}.bin"), tensor)}
     tok.save(os.path.join(out, "tokenizer.json"))
     if golden:
-        write_golden(model, tok, out, graph_checks)
+        write_golden(model, tok, gold, graph_checks)
     manifest = {
         "format": "visionllm-bundle",
         "format_version": 1,
@@ -225,7 +270,7 @@ def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool
         os.makedirs(os.path.join(out, "card"), exist_ok=True)
         shutil.copy(history_plot, os.path.join(out, "card", "loss_curves.png"))
     total = sum(v["bytes"] for v in files.values())
-    print(f"bundle written to {out}: {len(files)} files, {total / 1e6:.1f} MB")
+    print(f"bundle written to {out}: {len(files)} files, {total / 1e6:.1f} MB" + (f"; golden references in {gold}" if golden else ""))
 
 
 GOLDEN_CASES = [
@@ -299,7 +344,33 @@ def write_golden(model: VisionLLMv2Nano, tok: Tokenizer, out: str, graph_checks:
             image = sample_image(model.editor if edit else model.generator, cond, model.c.gen_res, 3, low, source if edit else None)
             image_checks.append({"task": task, "seed": 3, "query_states": states.flatten().tolist(),
                                  "source_png": png_b64(source) if edit else None, "output_png": png_b64(image)})
-    os.makedirs(os.path.join(out, "golden"), exist_ok=True)
-    with open(os.path.join(out, "golden", "golden.json"), "w") as f:
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump({"cases": cases, "graphs": graph_checks, "image_checks": image_checks,
                    "tolerance": {"graph_abs": 1e-4, "logits_abs": 1e-3}}, f)
+
+
+def main() -> None:
+    """Re-exports a bundle from a training checkpoint (after a change to the export, not the model):
+
+    /usr/bin/python3 -m model.nano.export --out model/.runs/full --bundle model/bundle
+
+    The model card and its images are kept; graphs, tables, goldens and the manifest are rewritten.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="model/.runs/full", help="training folder with checkpoint.pt and tokenizer.json")
+    parser.add_argument("--bundle", default="model/bundle")
+    parser.add_argument("--config", choices=["full", "smoke"], default="full")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    tok = Tokenizer.load(os.path.join(args.out, "tokenizer.json"))
+    base = SMOKE if args.config == "smoke" else Config()
+    model = VisionLLMv2Nano(Config(**{**base.to_dict(), "vocab_size": tok.size}))
+    model.load_state_dict(torch.load(os.path.join(args.out, "checkpoint.pt"))["model"])
+    export_bundle(model, tok, args.bundle, golden=True)
+
+
+if __name__ == "__main__":
+    main()

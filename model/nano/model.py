@@ -189,10 +189,31 @@ class LlamaLayer(nn.Module):
             v = torch.cat([past_v, v], dim=2)
         scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + bias  # [B,H,S,P+S]
         attn = torch.softmax(scores, dim=-1) @ v
+        return self.finish(x, attn), k, v
+
+    def finish(self, x, attn):
+        b, _, s, _ = attn.shape
         x = x + self.o_proj(attn.transpose(1, 2).reshape(b, s, -1))
         h = self.post_norm(x)
-        x = x + self.down(F.silu(self.gate(h)) * self.up(h))
-        return x, k, v
+        return x + self.down(F.silu(self.gate(h)) * self.up(h))
+
+    def decode(self, x, cos, sin, bias, past_k, past_v):
+        """One new token per row against a fixed-capacity cache that is read, never copied: the new
+        token's own score is computed apart and joined to the cache's scores, and only the new key and
+        value are returned (the caller writes them into its cache). Same result as `forward`."""
+        b, s, _ = x.shape
+        h = self.input_norm(x)
+        q = self.q_proj(h).view(b, s, self.heads, self.head_dim).transpose(1, 2)  # [B,H,1,hd]
+        k = self.k_proj(h).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(b, s, self.heads, self.head_dim).transpose(1, 2)
+        q = (q * cos + rotate_half(q) * sin) / math.sqrt(self.head_dim)
+        k = k * cos + rotate_half(k) * sin
+        cached = q @ past_k.transpose(-1, -2) + bias  # [B,H,1,P]
+        own = (q * k).sum(-1, keepdim=True)  # [B,H,1,1]
+        weights = torch.softmax(torch.cat([cached, own], dim=-1), dim=-1)
+        p = past_k.shape[2]
+        attn = weights[..., :p] @ past_v + weights[..., p:] * v
+        return self.finish(x, attn), k, v
 
 
 class LLM(nn.Module):
@@ -229,6 +250,22 @@ class LLM(nn.Module):
             present += [k, v]
         hidden = self.norm(x)
         return self.lm_head(hidden), hidden, present
+
+    def decode_step(self, inputs_embeds, attention_mask, position_ids, past: list[torch.Tensor]):
+        """The batched decode step of serving: inputs_embeds [B,1,D], attention_mask [B,P] over the
+        cache slots (1 = filled), position_ids [B,1], past k/v [B,H,P,hd] -> logits, hidden and only
+        the new token's k/v [B,H,1,hd] per layer. The new token always attends to itself."""
+        freqs = position_ids.float()[..., None] * self.inv_freq
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None]
+        cos, sin = emb.cos(), emb.sin()
+        bias = (attention_mask[:, None, None, :] <= 0).float() * -1e9  # [B,1,1,P]
+        x = inputs_embeds
+        new = []
+        for i, layer in enumerate(self.layers):
+            x, k, v = layer.decode(x, cos, sin, bias, past[2 * i], past[2 * i + 1])
+            new += [k, v]
+        hidden = self.norm(x)
+        return self.lm_head(hidden), hidden, new
 
 
 # ---------------------------------------------------------------- super link

@@ -7,6 +7,8 @@ import {
   type GraphName,
   type Manifest,
   ManifestSchema,
+  OPTIONAL_GRAPH_NAMES,
+  type OptionalGraphName,
   TABLE_NAMES,
   type TableName,
 } from "./manifest";
@@ -29,7 +31,7 @@ export interface Bundle {
   dir: string;
   manifest: Manifest;
   tokenizerJson: unknown;
-  graphs: Record<GraphName, Uint8Array>;
+  graphs: Record<GraphName, Uint8Array> & Partial<Record<OptionalGraphName, Uint8Array>>;
   tables: Record<TableName, Table>;
 }
 
@@ -93,8 +95,8 @@ export async function loadBundle(dir: string, options: { verify?: boolean } = {}
     if (!manifest.tables[name])
       throw new BundleError(`Bundle ${dir}: the manifest lists no table "${name}".`);
   }
-  const graphs = {} as Record<GraphName, Uint8Array>;
-  for (const name of GRAPH_NAMES) {
+  const graphs = {} as Bundle["graphs"];
+  for (const name of [...GRAPH_NAMES, ...OPTIONAL_GRAPH_NAMES]) {
     const spec = manifest.graphs[name];
     if (spec) graphs[name] = new Uint8Array(await readChecked(dir, manifest, spec.file, verify));
   }

@@ -33,6 +33,15 @@ export const GRAPH_NAMES = [
 ] as const;
 export type GraphName = (typeof GRAPH_NAMES)[number];
 
+/**
+ * Graphs a bundle may add. `llm_decode` is the serving decode step: it reads a fixed-capacity KV
+ * cache in place and returns only the new token's keys and values. Without it the runtime batches
+ * through `llm`, which copies the whole cache in and out on every step.
+ */
+export const OPTIONAL_GRAPH_NAMES = ["llm_decode"] as const;
+export type OptionalGraphName = (typeof OPTIONAL_GRAPH_NAMES)[number];
+export type AnyGraphName = GraphName | OptionalGraphName;
+
 export const TABLE_NAMES = [
   "embed_tokens",
   "perception_queries",
@@ -111,7 +120,8 @@ export const ManifestSchema = z.object({
     max_new_tokens: z.number().int().positive(),
   }),
   tasks: z.array(z.string()),
-  graphs: z.record(z.enum(GRAPH_NAMES), graph),
+  // Required graphs are checked by the loader, which names the one that is missing.
+  graphs: z.partialRecord(z.enum([...GRAPH_NAMES, ...OPTIONAL_GRAPH_NAMES]), graph),
   tables: z.record(z.enum(TABLE_NAMES), tensorFile),
   files: z.record(
     z.string(),

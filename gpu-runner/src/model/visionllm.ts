@@ -1,19 +1,25 @@
 import { type Backend, float32, type HostTensor, int64, type Session } from "../backend/onnx";
 import type { Bundle, Table } from "../bundle/load";
-import { GRAPH_NAMES, type GraphName, type Manifest, type TableName } from "../bundle/manifest";
+import {
+  type AnyGraphName,
+  GRAPH_NAMES,
+  type GraphName,
+  type Manifest,
+  OPTIONAL_GRAPH_NAMES,
+  type OptionalGraphName,
+  type TableName,
+} from "../bundle/manifest";
 import { TextTokenizer } from "../text/tokenizer";
+import { type KVCache, KVSlots } from "./kv-slots";
+
+export type { KVCache } from "./kv-slots";
 
 /**
  * VisionLLM v2 as a table of named ONNX sessions plus the code that wires them. Tensors are flat
  * Float32Arrays; shapes are in the comments ([batch, ...]). Graphs run at batch 1, except the LLM's
- * decode step, which the scheduler batches across sequences through `llmBatchStep`.
+ * decode step, which the scheduler batches across sequences through `llmBatchStep`: on the bundle's
+ * `llm_decode` graph over `KVSlots` where the bundle has one, else on `llm` with a resident batch.
  */
-
-export interface KVCache {
-  /** Per layer: key and value [1, heads, past, head_dim]. */
-  layers: Array<{ key: Float32Array; value: Float32Array }>;
-  length: number;
-}
 
 interface ResidentBatch {
   /** Row i of every tensor belongs to caches[i]. */
@@ -34,13 +40,19 @@ export class VisionLLM {
   readonly manifest: Manifest;
   readonly tokenizer: TextTokenizer;
   readonly backend: Backend;
-  readonly #sessions: Record<GraphName, Session>;
+  readonly #sessions: Record<GraphName, Session> & Partial<Record<OptionalGraphName, Session>>;
+  /** Present when batched decode runs on `llm_decode`. */
+  readonly #slots: KVSlots | undefined;
   readonly #tables: Record<TableName, Table>;
   readonly dim: number;
   readonly heads: number;
   readonly headDim: number;
 
-  private constructor(bundle: Bundle, backend: Backend, sessions: Record<GraphName, Session>) {
+  private constructor(
+    bundle: Bundle,
+    backend: Backend,
+    sessions: Record<GraphName, Session> & Partial<Record<OptionalGraphName, Session>>,
+  ) {
     this.manifest = bundle.manifest;
     this.tokenizer = new TextTokenizer(bundle.tokenizerJson);
     this.backend = backend;
@@ -49,37 +61,75 @@ export class VisionLLM {
     this.dim = bundle.manifest.config.llm_dim;
     this.heads = bundle.manifest.config.llm_heads;
     this.headDim = this.dim / this.heads;
+    this.#slots = sessions.llm_decode
+      ? new KVSlots(bundle.manifest.config.llm_layers, this.heads, this.headDim)
+      : undefined;
   }
 
-  static async load(bundle: Bundle, backend: Backend): Promise<VisionLLM> {
-    const sessions = {} as Record<GraphName, Session>;
+  /**
+   * `decodeGraph: false` ignores the bundle's `llm_decode` graph, so that both batched decode paths
+   * can be compared (benchmarks) and checked against each other (tests).
+   */
+  static async load(
+    bundle: Bundle,
+    backend: Backend,
+    options: { decodeGraph?: boolean } = {},
+  ): Promise<VisionLLM> {
+    const sessions = {} as Record<GraphName, Session> & Partial<Record<OptionalGraphName, Session>>;
     for (const name of GRAPH_NAMES) sessions[name] = await backend.createSession(bundle.graphs[name], name);
+    const decode = bundle.graphs.llm_decode;
+    if (decode && options.decodeGraph !== false)
+      sessions.llm_decode = await backend.createSession(decode, "llm_decode");
     return new VisionLLM(bundle, backend, sessions);
   }
 
+  /** Which graph the batched decode step runs on. */
+  get decodePath(): "llm_decode" | "llm" {
+    return this.#slots ? "llm_decode" : "llm";
+  }
+
   async release(): Promise<void> {
-    for (const name of GRAPH_NAMES) await this.#sessions[name].release();
+    for (const name of [...GRAPH_NAMES, ...OPTIONAL_GRAPH_NAMES]) await this.#sessions[name]?.release();
   }
 
   /**
    * Every graph run goes through one queue: onnxruntime-web executes on one wasm heap (or one GPU
    * queue), so runs are serialised here rather than interleaved by accident.
    */
-  async run(name: GraphName, feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
+  async run(name: AnyGraphName, feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
+    return this.#exclusive(() => this.#session(name).run(feeds));
+  }
+
+  #session(name: AnyGraphName): Session {
+    const session = this.#sessions[name];
+    if (!session) throw new Error(`Graph ${name} is not loaded: the bundle has none.`);
+    return session;
+  }
+
+  #queue: Promise<void> = Promise.resolve();
+  /** True while a queued section runs; KV rows may not move then (a step may be reading them). */
+  #busy = false;
+  /** Caches released while a section ran: their slot rows are freed when it ends. */
+  readonly #released = new Set<KVCache>();
+
+  /** Runs `section` alone on the queue: graph runs, and every change to the KV slots. */
+  async #exclusive<T>(section: () => Promise<T>): Promise<T> {
     const previous = this.#queue;
     let release = () => {};
     this.#queue = new Promise<void>((resolve) => {
       release = resolve;
     });
     await previous;
+    this.#busy = true;
     try {
-      return await this.#sessions[name].run(feeds);
+      return await section();
     } finally {
+      this.#busy = false;
+      for (const cache of this.#released) this.#empty(cache);
+      this.#released.clear();
       release();
     }
   }
-
-  #queue: Promise<void> = Promise.resolve();
 
   /** Rows of a bundle table, e.g. the token embeddings of `ids` -> [n, D]. */
   tableRows(name: TableName, rows: readonly number[]): Float32Array {
@@ -134,7 +184,15 @@ export class VisionLLM {
     embeds: Float32Array,
     cache: KVCache,
   ): Promise<{ logits: Float32Array; hidden: Float32Array }> {
+    return this.#exclusive(() => this.#llmStep(embeds, cache));
+  }
+
+  async #llmStep(
+    embeds: Float32Array,
+    cache: KVCache,
+  ): Promise<{ logits: Float32Array; hidden: Float32Array }> {
     this.#settleIfResident(cache);
+    this.#slots?.evict(cache, true);
     const s = embeds.length / this.dim;
     const total = cache.length + s;
     const feeds: Record<string, HostTensor> = {
@@ -149,7 +207,7 @@ export class VisionLLM {
       feeds[`past_key_values.${i}.key`] = float32(layer.key, [1, this.heads, cache.length, this.headDim]);
       feeds[`past_key_values.${i}.value`] = float32(layer.value, [1, this.heads, cache.length, this.headDim]);
     });
-    const out = await this.run("llm", feeds);
+    const out = await this.#session("llm").run(feeds);
     cache.layers.forEach((layer, i) => {
       layer.key = need(out, `present.${i}.key`).data as Float32Array;
       layer.value = need(out, `present.${i}.value`).data as Float32Array;
@@ -197,9 +255,21 @@ export class VisionLLM {
     if (this.#resident?.caches.includes(cache)) this.#settle();
   }
 
-  /** A sequence is finished or canceled: its cache memory is released now, not at the next step. */
+  /**
+   * A sequence is finished or canceled: its cache memory is released now, or, if a step is running
+   * (it may be reading the cache), as soon as that step ends. A step still queued skips it.
+   */
   releaseCache(cache: KVCache): void {
+    this.#dead.add(cache);
+    if (this.#busy) this.#released.add(cache);
+    else this.#empty(cache);
+  }
+
+  readonly #dead = new WeakSet<KVCache>();
+
+  #empty(cache: KVCache): void {
     this.#settleIfResident(cache);
+    this.#slots?.evict(cache, false);
     for (const layer of cache.layers) {
       layer.key = new Float32Array(0);
       layer.value = new Float32Array(0);
@@ -213,6 +283,81 @@ export class VisionLLM {
    * computes exactly what it would alone.
    */
   async llmBatchStep(
+    items: ReadonlyArray<{ embeds: Float32Array; cache: KVCache }>,
+  ): Promise<Array<{ logits: Float32Array; hidden: Float32Array }>> {
+    const slots = this.#slots;
+    return this.#exclusive(async () => {
+      // Sequences released while this step waited in the queue are not run: nobody awaits them.
+      const live = items.filter((item) => !this.#dead.has(item.cache));
+      const results = live.length
+        ? slots
+          ? await this.#slotStep(slots, live)
+          : await this.#residentStep(live)
+        : [];
+      const empty = { logits: new Float32Array(0), hidden: new Float32Array(0) };
+      return items.map((item) => {
+        const k = live.indexOf(item);
+        return k < 0 ? empty : (results[k] ?? empty);
+      });
+    });
+  }
+
+  /**
+   * The decode step on `llm_decode`: the slots are the batch's cache. Sequences not stepping now
+   * (in a decoder, or finished) give their rows back; newcomers take rows; the steady state copies
+   * only the new token's keys and values.
+   */
+  async #slotStep(
+    slots: KVSlots,
+    items: ReadonlyArray<{ embeds: Float32Array; cache: KVCache }>,
+  ): Promise<Array<{ logits: Float32Array; hidden: Float32Array }>> {
+    const members = new Set(items.map((item) => item.cache));
+    for (const cache of slots.residents()) if (!members.has(cache)) slots.evict(cache, true);
+    for (const item of items) slots.admit(item.cache);
+    slots.prepare();
+    const b = slots.size;
+    const capacity = slots.capacity;
+    const rowOf = (cache: KVCache) => {
+      const row = slots.rowOf(cache);
+      if (row === undefined) throw new Error("a batched sequence has no KV slot row");
+      return row;
+    };
+    const embeds = new Float32Array(b * this.dim);
+    for (const item of items) embeds.set(item.embeds, rowOf(item.cache) * this.dim);
+    const feeds: Record<string, HostTensor> = {
+      inputs_embeds: float32(embeds, [b, 1, this.dim]),
+      attention_mask: int64(slots.attentionMask(), [b, capacity]),
+      position_ids: int64(slots.positions(), [b, 1]),
+    };
+    slots.pastViews().forEach((view, t) => {
+      feeds[`past_key_values.${Math.floor(t / 2)}.${t % 2 === 0 ? "key" : "value"}`] = float32(view, [
+        b,
+        this.heads,
+        capacity,
+        this.headDim,
+      ]);
+    });
+    const out = await this.#session("llm_decode").run(feeds);
+    const fresh: Float32Array[] = [];
+    for (let layer = 0; layer < this.manifest.config.llm_layers; layer++) {
+      fresh.push(need(out, `new_key_values.${layer}.key`).data as Float32Array);
+      fresh.push(need(out, `new_key_values.${layer}.value`).data as Float32Array);
+    }
+    slots.append(fresh);
+    const logits = need(out, "logits").data as Float32Array;
+    const hidden = need(out, "last_hidden_state").data as Float32Array;
+    const vocab = logits.length / b;
+    return items.map((item) => {
+      const row = rowOf(item.cache);
+      return {
+        logits: logits.slice(row * vocab, (row + 1) * vocab),
+        hidden: hidden.slice(row * this.dim, (row + 1) * this.dim),
+      };
+    });
+  }
+
+  /** The decode step on `llm` (bundles without `llm_decode`), reusing the last batch's tensors. */
+  async #residentStep(
     items: ReadonlyArray<{ embeds: Float32Array; cache: KVCache }>,
   ): Promise<Array<{ logits: Float32Array; hidden: Float32Array }>> {
     const b = items.length;
@@ -269,7 +414,7 @@ export class VisionLLM {
       const name = `past_key_values.${Math.floor(t / 2)}.${t % 2 === 0 ? "key" : "value"}`;
       feeds[name] = float32(tensor, [b, this.heads, past, this.headDim]);
     });
-    const out = await this.run("llm", feeds);
+    const out = await this.#session("llm").run(feeds);
     const logits = need(out, "logits").data as Float32Array;
     const hidden = need(out, "last_hidden_state").data as Float32Array;
     const present: Float32Array[] = [];
