@@ -6,6 +6,7 @@ import { createBackend, type Provider } from "../gpu-runner/src/backend/onnx";
 import { loadBundle } from "../gpu-runner/src/bundle/load";
 import { DecodeBatcher } from "../gpu-runner/src/engine/batcher";
 import { ImageFeatureCache } from "../gpu-runner/src/engine/feature-cache";
+import { PrefixCache } from "../gpu-runner/src/engine/prefix-cache";
 import { type GenerateInput, generate, prepareImage } from "../gpu-runner/src/model/generate";
 import { VisionLLM } from "../gpu-runner/src/model/visionllm";
 import { startStack } from "../test/helpers/processes";
@@ -82,13 +83,14 @@ function request(seed: number, extra: Partial<GenerateInput> = {}): GenerateInpu
  */
 async function run(
   input: GenerateInput,
+  on: VisionLLM = model,
 ): Promise<{ tokens: number; ttft: number; seconds: number; decoderSeconds: number; decoders: number }> {
   const t0 = performance.now();
   let ttft = 0;
   let tokens = 0;
   let decoderSeconds = 0;
   let decoders = 0;
-  for await (const _event of generate(model, {
+  for await (const _event of generate(on, {
     ...input,
     onToken: () => {
       tokens++;
@@ -259,37 +261,65 @@ await run(
   });
 }
 
-// 3. Continuous batching: aggregate throughput at 1..16 concurrent streams vs one request at a time.
+// 3. Continuous batching: aggregate throughput at 1..16 concurrent streams vs one request at a time,
+// over the same requests, both with the runner's caches (image features, prompt prefixes) as it
+// serves. Then the same comparison at 8 streams without the prefix cache, and on the `llm` graph
+// path (bundles without `llm_decode`), so each part's share is visible.
 {
-  const batcher = new DecodeBatcher(model, { maxBatch: 16, maxWaitMs: 2 });
   const levels = quick ? [1, 2, 4, 8] : [1, 2, 4, 8, 16];
-  let sequentialRate = 0;
-  {
-    const n = 4;
+  /** Tokens/s of `n` requests one after another; decoder time excluded as everywhere here. */
+  const oneAtATime = async (on: VisionLLM, extra: Partial<GenerateInput>, n = 4) => {
     const t0 = performance.now();
     let tokens = 0;
     let decoderSeconds = 0;
     let decoders = 0;
     for (let i = 0; i < n; i++) {
-      const r = await run(request(100 + i, { featureCache: cache }));
+      const r = await run(request(100 + i, extra), on);
       tokens += r.tokens;
       decoderSeconds += r.decoderSeconds;
       decoders += r.decoders;
     }
-    sequentialRate = tokens / ((performance.now() - t0) / 1000 - decoderSeconds);
-    record({
-      section: "batching",
-      name: "one request at a time (plain loop)",
-      value: sequentialRate,
-      unit: "tok/s",
-      note: `${decoders} decoder runs excluded`,
-    });
-  }
+    return { rate: tokens / ((performance.now() - t0) / 1000 - decoderSeconds), decoders };
+  };
+  const concurrent = async (on: VisionLLM, c: number, extra: Partial<GenerateInput>) => {
+    const batcher = new DecodeBatcher(on, { maxBatch: 16, maxWaitMs: 2 });
+    const t0 = performance.now();
+    const results = await Promise.all(
+      Array.from({ length: c }, (_, i) => run(request(200 + i, { ...extra, batcher }), on)),
+    );
+    const tokens = results.reduce((a, r) => a + r.tokens, 0);
+    // Decoders run on the same queue as the LLM, one at a time: their time is excluded here as in
+    // the one-at-a-time loop.
+    const decoderSeconds = results.reduce((a, r) => a + r.decoderSeconds, 0);
+    return {
+      rate: tokens / ((performance.now() - t0) / 1000 - decoderSeconds),
+      decoders: results.reduce((a, r) => a + r.decoders, 0),
+    };
+  };
+  const serving = () => ({
+    featureCache: cache,
+    prefixCache: new PrefixCache(64 << 20, model.heads, model.headDim),
+  });
+  const plain = await oneAtATime(model, serving());
+  record({
+    section: "batching",
+    name: `one request at a time (plain loop), ${model.decodePath} + prefix cache`,
+    value: plain.rate,
+    unit: "tok/s",
+    note: `${plain.decoders} decoder runs excluded`,
+  });
   // The batched LLM step alone (no sampling, no events): its cost at b rows against b single steps
   // is the ceiling any scheduler can reach on this machine.
   {
     const d = model.dim;
-    const ids = model.tokenizer.encode(prompt("Describe the image.", false));
+    // The length of an image conversation: the placeholder expanded to the image's tokens.
+    const special = m.special_tokens;
+    const ids = model.tokenizer.encode(
+      prompt("Describe the image.").replace(
+        special.image,
+        special.image_start + special.image_patch.repeat(m.image_tokens) + special.image_end,
+      ),
+    );
     let single = 0;
     for (const b of levels) {
       const items = [];
@@ -306,34 +336,52 @@ await run(
       if (b === 1) single = rate;
       record({
         section: "batching",
-        name: `batched LLM step alone, ${b} rows`,
+        name: `batched LLM step alone (${model.decodePath}), ${b} rows`,
         value: rate,
         unit: "tok/s",
         ...(b === 1 ? {} : { reference: "1 row", ratio: rate / single }),
+        note: `image prompt, ${ids.length} positions cached`,
       });
       for (const item of items) model.releaseCache(item.cache);
     }
   }
   for (const c of levels) {
-    const t0 = performance.now();
-    const results = await Promise.all(
-      Array.from({ length: c }, (_, i) => run(request(200 + i, { featureCache: cache, batcher }))),
-    );
-    const tokens = results.reduce((a, r) => a + r.tokens, 0);
-    // Decoders run on the same queue as the LLM, one at a time: their time is excluded here as in
-    // the one-at-a-time loop.
-    const decoderSeconds = results.reduce((a, r) => a + r.decoderSeconds, 0);
-    const rate = tokens / ((performance.now() - t0) / 1000 - decoderSeconds);
+    const r = await concurrent(model, c, serving());
     record({
       section: "batching",
       name: `continuous batching, ${c} concurrent streams`,
-      value: rate,
+      value: r.rate,
       unit: "tok/s",
       reference: "one at a time",
-      ratio: rate / sequentialRate,
-      note: `${results.reduce((a, r) => a + r.decoders, 0)} decoder runs excluded`,
+      ratio: r.rate / plain.rate,
+      note: `${model.decodePath} + prefix cache; ${r.decoders} decoder runs excluded`,
     });
   }
+  // Ablations at 8 streams, each against its own one-at-a-time loop.
+  const legacy = await VisionLLM.load(bundle, model.backend, { decodeGraph: false });
+  const ablations: Array<[string, VisionLLM, () => Partial<GenerateInput>]> = [
+    ["llm_decode, no prefix cache", model, () => ({ featureCache: cache })],
+    [
+      "llm graph (no llm_decode) + prefix cache",
+      legacy,
+      () => ({ featureCache: cache, prefixCache: new PrefixCache(64 << 20, model.heads, model.headDim) }),
+    ],
+    ["llm graph, no prefix cache (last release's runner)", legacy, () => ({ featureCache: cache })],
+  ];
+  for (const [label, on, extra] of ablations) {
+    const base = await oneAtATime(on, extra());
+    const r = await concurrent(on, 8, extra());
+    record({
+      section: "batching",
+      name: `8 streams vs one at a time: ${label}`,
+      value: r.rate,
+      unit: "tok/s",
+      reference: `${base.rate.toFixed(0)} tok/s one at a time`,
+      ratio: r.rate / base.rate,
+      note: `${base.decoders + r.decoders} decoder runs excluded`,
+    });
+  }
+  await legacy.release();
 }
 
 // 4. The edge: latency through it against the runner directly, and the cache.

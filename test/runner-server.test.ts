@@ -81,6 +81,7 @@ describe("runner server", () => {
     for (const r of requests) alone.push(textOf(await generateEvents(runner.url, r)));
     const before = await metric(runner.url, "visionllm:decode_batch_size_sum");
     const beforeCount = await metric(runner.url, "visionllm:decode_batch_size_count");
+    const hitsBefore = await metric(runner.url, "vllm:prefix_cache_hits_total");
     const together = await Promise.all(
       requests.map((r) => generateEvents(runner.url, { ...r, request_id: `${r.request_id}-b` })),
     );
@@ -89,6 +90,9 @@ describe("runner server", () => {
     const batches = (await metric(runner.url, "visionllm:decode_batch_size_count")) - beforeCount;
     // Concurrent requests really shared decode steps.
     expect(sizes / batches).toBeGreaterThan(1.5);
+    // Each prompt was seen alone first: the second round prefilled from the prefix cache, and the
+    // texts above are the same all the same.
+    expect(await metric(runner.url, "vllm:prefix_cache_hits_total")).toBeGreaterThan(hitsBefore);
   });
 
   it("answers 503 with Retry-After beyond the running and waiting bounds", async () => {

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import {
   type Pose,
   type RunnerRegion,
@@ -40,6 +41,8 @@ export interface GenerateInput {
   signal?: AbortSignal;
   maxImagePixels: number;
   featureCache?: FeatureCache;
+  /** Prompt KV caches: a prompt that shares a prefix with an earlier one prefills only the rest. */
+  prefixCache?: PrefixStore;
   /** Called with the step's duration after every LLM step (metrics). */
   onStep?: (kind: "prefill" | "decode", seconds: number, tokens: number) => void;
   onDecoder?: (task: string, seconds: number) => void;
@@ -52,6 +55,24 @@ export interface GenerateInput {
 export interface FeatureCache {
   get(key: string): PreparedImage | undefined;
   set(key: string, value: PreparedImage): void;
+}
+
+/**
+ * What fills one prompt position: its token id, or for an image patch or a region the content
+ * behind it (the image digest and the patch, the region and its image). Two prompts' KV agree up to
+ * the first position whose keys differ. A symbol (an image without a digest) matches nothing else.
+ */
+export type PositionKey = number | string | symbol;
+
+export interface PrefixStore {
+  /**
+   * The longest kept prefix of `keys` (always shorter than `keys`), after waiting for any running
+   * prefill that shares more of it; `done` is called once this prompt's prefill ended, with its
+   * cache when it succeeded, so that later prompts can reuse it.
+   */
+  acquire(
+    keys: readonly PositionKey[],
+  ): Promise<{ cache: KVCache | undefined; done: (cache?: KVCache) => void }>;
 }
 
 export interface PreparedImage {
@@ -89,6 +110,7 @@ export interface PreparedPrompt {
   ids: number[];
   embeds: Float32Array; // [ids.length, D]
   images: PreparedImage[];
+  keys: PositionKey[]; // [ids.length]
 }
 
 /** Validates placeholders and limits, encodes images and regions, and splices them into the prompt. */
@@ -148,11 +170,16 @@ export async function preparePrompt(model: VisionLLM, input: GenerateInput): Pro
   const regionId = tok.id(special.region);
   let patchIndex = 0;
   let regionIndex = 0;
+  const identities = input.images.map((image) => image.sha256 ?? Symbol("image without a digest"));
+  const keys: PositionKey[] = [...ids];
   for (let p = 0; p < ids.length; p++) {
     if (ids[p] === patchId) {
-      const image = images[Math.floor(patchIndex / m.image_tokens)];
+      const k = Math.floor(patchIndex / m.image_tokens);
+      const image = images[k];
       const row = patchIndex % m.image_tokens;
       if (image) embeds.set(image.features.imageEmbeds.subarray(row * d, (row + 1) * d), p * d);
+      const identity = identities[k];
+      keys[p] = typeof identity === "string" ? `image:${identity}:${row}` : (identity ?? Symbol());
       patchIndex++;
     } else if (ids[p] === regionId) {
       const region = input.regions[regionIndex++];
@@ -168,9 +195,14 @@ export async function preparePrompt(model: VisionLLM, input: GenerateInput): Pro
       }
       const mask = await regionMask(region, image, size);
       embeds.set(await model.regionEmbed(image.features, mask), p * d);
+      const identity = identities[region.image_index];
+      keys[p] =
+        typeof identity === "string"
+          ? `region:${identity}:${createHash("sha256").update(JSON.stringify(region)).digest("hex")}`
+          : Symbol();
     }
   }
-  return { ids, embeds, images };
+  return { ids, embeds, images, keys };
 }
 
 export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGenerator<UnnumberedEvent> {
@@ -178,7 +210,7 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
   const tok = model.tokenizer;
   const special = m.special_tokens;
   const d = model.dim;
-  const { ids, embeds, images } = await preparePrompt(model, input);
+  const { ids, embeds, images, keys } = await preparePrompt(model, input);
 
   const routingIds = new Map<number, string>();
   for (const token of Object.keys(m.routing)) routingIds.set(tok.id(token), token);
@@ -205,9 +237,17 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
   };
   const vocab = m.config.vocab_size;
 
-  const cache: KVCache = model.emptyCache();
+  const lease = await input.prefixCache?.acquire(keys);
+  const cache: KVCache = lease?.cache ?? model.emptyCache();
   let started = performance.now();
-  const { logits } = await model.llmStep(embeds, cache);
+  let logits: Float32Array;
+  try {
+    ({ logits } = await model.llmStep(embeds.subarray(cache.length * d), cache));
+    lease?.done(cache);
+  } catch (error) {
+    lease?.done();
+    throw error;
+  }
   input.onStep?.("prefill", (performance.now() - started) / 1000, ids.length);
   let next = logits.subarray(logits.length - vocab);
 

@@ -207,3 +207,22 @@ export class KVSlots {
     });
   }
 }
+
+/**
+ * The first `length` positions of a cache. The arrays of a cache are never written in place (a
+ * step replaces them), so a whole cache is shared as it is and only a shorter prefix is copied.
+ */
+export function cachePrefix(cache: KVCache, length: number, heads: number, headDim: number): KVCache {
+  if (length >= cache.length) {
+    return { layers: cache.layers.map((l) => ({ key: l.key, value: l.value })), length: cache.length };
+  }
+  const cut = (data: Float32Array) => {
+    const out = new Float32Array(heads * length * headDim);
+    for (let h = 0; h < heads; h++) {
+      const start = h * cache.length * headDim;
+      out.set(data.subarray(start, start + length * headDim), h * length * headDim);
+    }
+    return out;
+  };
+  return { layers: cache.layers.map((l) => ({ key: cut(l.key), value: cut(l.value) })), length };
+}

@@ -21,6 +21,7 @@ import { type Context, Hono } from "hono";
 import { Admission } from "../engine/admission";
 import { DecodeBatcher } from "../engine/batcher";
 import { ImageFeatureCache } from "../engine/feature-cache";
+import { PrefixCache } from "../engine/prefix-cache";
 import { generate } from "../model/generate";
 import type { VisionLLM } from "../model/visionllm";
 import type { RunnerConfig } from "./config";
@@ -71,6 +72,17 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
   });
   batcher.onBatch = (size) => metrics.batchSize.observe(size);
   const cache = new ImageFeatureCache(config.RUNNER_FEATURE_CACHE_MB * 1024 * 1024);
+  const prefixCache = config.RUNNER_PREFIX_CACHE_MB
+    ? new PrefixCache(config.RUNNER_PREFIX_CACHE_MB * 1024 * 1024, model.heads, model.headDim)
+    : undefined;
+  const prefixReported = { queried: 0, hit: 0 };
+  const reportPrefixCache = () => {
+    if (!prefixCache) return;
+    metrics.prefixQueries.inc(prefixCache.queried - prefixReported.queried);
+    metrics.prefixHits.inc(prefixCache.hit - prefixReported.hit);
+    prefixReported.queried = prefixCache.queried;
+    prefixReported.hit = prefixCache.hit;
+  };
   const state: RunnerState = { draining: false };
   const seenSignatures = new Map<string, number>();
   const card = modelCardOf(model, config);
@@ -220,6 +232,7 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
       signal: controller.signal,
       maxImagePixels: config.RUNNER_MAX_IMAGE_PIXELS,
       featureCache: cache,
+      ...(prefixCache ? { prefixCache } : {}),
       batcher,
       onToken: () => {
         const now = performance.now();
@@ -281,6 +294,7 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
       } finally {
         if (cache.hits > hitsBefore) metrics.cacheHits.inc(cache.hits - hitsBefore);
         else if (images.length) metrics.cacheMisses.inc(images.length);
+        reportPrefixCache();
         // A stream the client closed ends here without a done event: that request was canceled.
         finish(reason ?? (controller.signal.aborted ? "canceled" : "error"));
       }

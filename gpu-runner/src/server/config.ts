@@ -21,6 +21,8 @@ export const RunnerConfigSchema = z.object({
   RUNNER_BATCH_WAIT_MS: z.coerce.number().nonnegative().default(2),
   RUNNER_DEADLINE_MS: int(120_000),
   RUNNER_FEATURE_CACHE_MB: int(256),
+  /** Prompt KV caches for prefix reuse; 0 turns prefix caching off. */
+  RUNNER_PREFIX_CACHE_MB: z.coerce.number().int().nonnegative().default(64),
   RUNNER_MAX_IMAGE_BYTES: int(20 * 1024 * 1024),
   RUNNER_MAX_IMAGE_PIXELS: int(16_777_216),
   RUNNER_DRAIN_MS: int(30_000),

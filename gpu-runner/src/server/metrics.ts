@@ -88,6 +88,16 @@ export function createMetrics(modelName: string) {
       help: "Image feature cache misses.",
       registers: [registry],
     }),
+    prefixQueries: new Counter({
+      name: "vllm:prefix_cache_queries_total",
+      help: "Prompt tokens looked up in the prefix cache.",
+      registers: [registry],
+    }),
+    prefixHits: new Counter({
+      name: "vllm:prefix_cache_hits_total",
+      help: "Prompt tokens whose KV came from the prefix cache.",
+      registers: [registry],
+    }),
   };
   return m;
 }
