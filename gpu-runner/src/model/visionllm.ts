@@ -423,8 +423,6 @@ export class VisionLLM {
       present.push(need(out, `present.${layer}.value`).data as Float32Array);
     }
     for (const cache of caches) cache.length += 1;
-    // Another batch may have finished while this one ran; its sequences get their own caches back.
-    this.#settle();
     this.#resident = { caches, total, tensors: present };
     const vocab = logits.length / b;
     return items.map((_, i) => {
