@@ -94,10 +94,51 @@ export class VisionLLM {
 
   /**
    * Every graph run goes through one queue: onnxruntime-web executes on one wasm heap (or one GPU
-   * queue), so runs are serialised here rather than interleaved by accident.
+   * queue), so runs are serialised here rather than interleaved by accident. Runs of one graph that
+   * wait in the queue together (concurrent requests' vision encoders, decoders, generator steps)
+   * run as one batch along dimension 0 when their other dimensions agree: every graph but the LLM
+   * treats its rows independently.
    */
   async run(name: AnyGraphName, feeds: Record<string, HostTensor>): Promise<Record<string, HostTensor>> {
-    return this.#exclusive(() => this.#session(name).run(feeds));
+    if (name === "llm" || name === "llm_decode") return this.#exclusive(() => this.#session(name).run(feeds));
+    return new Promise((resolve, reject) => {
+      const waiting = this.#waiting.get(name) ?? [];
+      waiting.push({ feeds, resolve, reject });
+      this.#waiting.set(name, waiting);
+      this.#exclusive(() => this.#runWaiting(name)).catch(reject);
+    });
+  }
+
+  /** Called after every run of a non-LLM graph with the calls it served and its duration. */
+  onGraphBatch?: (name: AnyGraphName, calls: number, seconds: number) => void;
+
+  readonly #waiting = new Map<AnyGraphName, WaitingRun[]>();
+
+  /** Runs the first waiting call of `name` together with every waiting call of the same shape. */
+  async #runWaiting(name: AnyGraphName): Promise<void> {
+    const waiting = this.#waiting.get(name) ?? [];
+    const first = waiting[0];
+    if (!first) return; // served by an earlier batch
+    const group = waiting.filter((call) => sameShape(call.feeds, first.feeds));
+    this.#waiting.set(
+      name,
+      waiting.filter((call) => !group.includes(call)),
+    );
+    try {
+      const started = performance.now();
+      const out = await this.#session(name).run(
+        group.length === 1 ? first.feeds : concatRows(group.map((c) => c.feeds)),
+      );
+      this.onGraphBatch?.(name, group.length, (performance.now() - started) / 1000);
+      if (group.length === 1) first.resolve(out);
+      else
+        splitRows(
+          out,
+          group.map((c) => rowsOf(c.feeds)),
+        ).forEach((part, i) => group[i]?.resolve(part));
+    } catch (error) {
+      for (const call of group) call.reject(error);
+    }
   }
 
   #session(name: AnyGraphName): Session {
@@ -465,6 +506,80 @@ export class VisionLLM {
       name.includes("generation") || name.includes("editing") ? "conditioning" : "class_embeddings",
     );
   }
+}
+
+interface WaitingRun {
+  feeds: Record<string, HostTensor>;
+  resolve: (out: Record<string, HostTensor>) => void;
+  reject: (error: unknown) => void;
+}
+
+const rowsOf = (feeds: Record<string, HostTensor>) => Object.values(feeds)[0]?.dims[0] ?? 0;
+
+/** Same input names, types and dimensions but the first: such runs can share one batch. */
+function sameShape(a: Record<string, HostTensor>, b: Record<string, HostTensor>): boolean {
+  const names = Object.keys(a);
+  if (names.length !== Object.keys(b).length) return false;
+  return names.every((name) => {
+    const x = a[name];
+    const y = b[name];
+    return (
+      x !== undefined &&
+      y !== undefined &&
+      x.type === y.type &&
+      x.dims.length === y.dims.length &&
+      x.dims.every((d, i) => i === 0 || d === y.dims[i])
+    );
+  });
+}
+
+function concatRows(all: ReadonlyArray<Record<string, HostTensor>>): Record<string, HostTensor> {
+  const out: Record<string, HostTensor> = {};
+  for (const name of Object.keys(all[0] ?? {})) {
+    const parts = all.map((feeds) => need(feeds, name));
+    const rows = parts.reduce((n, t) => n + (t.dims[0] ?? 0), 0);
+    const dims = [rows, ...(parts[0]?.dims.slice(1) ?? [])];
+    const length = parts.reduce((n, t) => n + t.data.length, 0);
+    if (parts[0]?.type === "int64") {
+      const data = new BigInt64Array(length);
+      let at = 0;
+      for (const t of parts) {
+        data.set(t.data as BigInt64Array, at);
+        at += t.data.length;
+      }
+      out[name] = int64(data, dims);
+    } else {
+      const data = new Float32Array(length);
+      let at = 0;
+      for (const t of parts) {
+        data.set(t.data as Float32Array, at);
+        at += t.data.length;
+      }
+      out[name] = float32(data, dims);
+    }
+  }
+  return out;
+}
+
+function splitRows(
+  out: Record<string, HostTensor>,
+  rows: readonly number[],
+): Array<Record<string, HostTensor>> {
+  const total = rows.reduce((a, b) => a + b, 0);
+  let start = 0;
+  return rows.map((n) => {
+    const part: Record<string, HostTensor> = {};
+    for (const [name, t] of Object.entries(out)) {
+      const width = t.data.length / total;
+      const dims = [n, ...t.dims.slice(1)];
+      part[name] =
+        t.type === "int64"
+          ? int64(t.data.slice(start * width, (start + n) * width), dims)
+          : float32(t.data.slice(start * width, (start + n) * width), dims);
+    }
+    start += n;
+    return part;
+  });
 }
 
 export function need(outputs: Record<string, HostTensor>, name: string): HostTensor {

@@ -71,6 +71,7 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
     maxWaitMs: config.RUNNER_BATCH_WAIT_MS,
   });
   batcher.onBatch = (size) => metrics.batchSize.observe(size);
+  model.onGraphBatch = (graph, calls) => metrics.graphBatch.observe({ graph }, calls);
   const cache = new ImageFeatureCache(config.RUNNER_FEATURE_CACHE_MB * 1024 * 1024);
   const prefixCache = config.RUNNER_PREFIX_CACHE_MB
     ? new PrefixCache(config.RUNNER_PREFIX_CACHE_MB * 1024 * 1024, model.heads, model.headDim)

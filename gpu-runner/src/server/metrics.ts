@@ -88,6 +88,13 @@ export function createMetrics(modelName: string) {
       help: "Image feature cache misses.",
       registers: [registry],
     }),
+    graphBatch: new Histogram({
+      name: "visionllm:graph_batch_size",
+      help: "Calls served per run of a non-LLM graph (concurrent encoders, decoders, generator steps).",
+      labelNames: ["graph"],
+      buckets: [1, 2, 4, 8, 16],
+      registers: [registry],
+    }),
     prefixQueries: new Counter({
       name: "vllm:prefix_cache_queries_total",
       help: "Prompt tokens looked up in the prefix cache.",
