@@ -33,47 +33,53 @@ export function sampleToken(
   banned: ReadonlySet<number> = new Set(),
 ): number {
   const n = logits.length;
-  const allowed = (i: number) => !banned.has(i) && Number.isFinite(logits[i] ?? Number.NaN);
-  if (params.temperature <= 0) {
-    let best = -1;
-    for (let i = 0; i < n; i++)
-      if (allowed(i) && (best < 0 || (logits[i] ?? 0) > (logits[best] ?? 0))) best = i;
-    return Math.max(0, best);
-  }
-  let top = Number.NEGATIVE_INFINITY;
-  for (let i = 0; i < n; i++) if (allowed(i)) top = Math.max(top, logits[i] ?? 0);
+  // 1 where a token may be chosen: not banned, and a finite logit.
+  const open = new Uint8Array(n);
+  for (let i = 0; i < n; i++) open[i] = Number.isFinite(logits[i] ?? Number.NaN) ? 1 : 0;
+  for (const id of banned) if (id < n) open[id] = 0;
+  let best = -1;
+  for (let i = 0; i < n; i++) if (open[i] && (best < 0 || (logits[i] ?? 0) > (logits[best] ?? 0))) best = i;
+  if (params.temperature <= 0 || best < 0) return Math.max(0, best);
+  const top = logits[best] ?? 0;
   const weights = new Float64Array(n);
   for (let i = 0; i < n; i++)
-    if (allowed(i)) weights[i] = Math.exp(((logits[i] ?? 0) - top) / params.temperature);
-  let order: Int32Array;
-  if (params.topK > 0 || params.topP < 1) {
-    order = Int32Array.from({ length: n }, (_, i) => i).filter((i) => (weights[i] ?? 0) > 0);
-    order.sort((a, b) => (logits[b] ?? 0) - (logits[a] ?? 0) || a - b);
-    if (params.topK > 0) order = order.subarray(0, params.topK);
-    // top-p keeps the smallest prefix whose probability mass reaches p (at least one token).
-    if (params.topP < 1) {
-      const total = order.reduce((a, i) => a + (weights[i] ?? 0), 0);
-      let mass = 0;
-      for (let k = 0; k < order.length; k++) {
-        mass += (weights[order[k] ?? 0] ?? 0) / total;
-        if (mass >= params.topP) {
-          order = order.subarray(0, k + 1);
-          break;
-        }
+    if (open[i]) weights[i] = Math.exp(((logits[i] ?? 0) - top) / params.temperature);
+  if (params.topK <= 0 && params.topP >= 1) return draw(weights, null, rng);
+  let order = new Int32Array(n);
+  let count = 0;
+  for (let i = 0; i < n; i++) if ((weights[i] ?? 0) > 0) order[count++] = i;
+  order = order.subarray(0, count);
+  order.sort((a, b) => (logits[b] ?? 0) - (logits[a] ?? 0) || a - b);
+  if (params.topK > 0) order = order.subarray(0, params.topK);
+  // top-p keeps the smallest prefix whose probability mass reaches p (at least one token).
+  if (params.topP < 1) {
+    const total = order.reduce((a, i) => a + (weights[i] ?? 0), 0);
+    let mass = 0;
+    for (let k = 0; k < order.length; k++) {
+      mass += (weights[order[k] ?? 0] ?? 0) / total;
+      if (mass >= params.topP) {
+        order = order.subarray(0, k + 1);
+        break;
       }
     }
-  } else {
-    order = Int32Array.from({ length: n }, (_, i) => i);
   }
-  const keptTotal = order.reduce((a, i) => a + (weights[i] ?? 0), 0);
-  let u = rng.next() * keptTotal;
-  let last = order[0] ?? 0;
-  for (const i of order) {
-    const w = weights[i] ?? 0;
+  return draw(weights, order, rng);
+}
+
+/** Draws a token in proportion to `weights`, over `order` (best first) or over every id. */
+function draw(weights: Float64Array, order: Int32Array | null, rng: Mulberry32): number {
+  const count = order ? order.length : weights.length;
+  const id = (k: number) => (order ? (order[k] ?? 0) : k);
+  let total = 0;
+  for (let k = 0; k < count; k++) total += weights[id(k)] ?? 0;
+  let u = rng.next() * total;
+  let last = id(0);
+  for (let k = 0; k < count; k++) {
+    const w = weights[id(k)] ?? 0;
     if (w <= 0) continue;
-    last = i;
+    last = id(k);
     u -= w;
-    if (u <= 0) return i;
+    if (u <= 0) return last;
   }
   return last;
 }

@@ -205,6 +205,16 @@ export async function preparePrompt(model: VisionLLM, input: GenerateInput): Pro
   return { ids, embeds, images, keys };
 }
 
+async function decodeAlone(
+  model: VisionLLM,
+  embeds: Float32Array,
+  cache: KVCache,
+): Promise<{ logits: Float32Array; hidden: Float32Array }> {
+  const [result] = await model.llmBatchStep([{ embeds, cache }]);
+  if (!result) throw new Error("The decode step returned no row.");
+  return result;
+}
+
 export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGenerator<UnnumberedEvent> {
   const m = model.manifest;
   const tok = model.tokenizer;
@@ -302,10 +312,13 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
         chunk = joined;
       }
       started = performance.now();
-      const out =
-        input.batcher && !routing
+      // One token goes through the batched decode step even alone (its graph reads the cache in
+      // place); a routing token with its queries is a chunk, which only the full graph takes.
+      const out = routing
+        ? await model.llmStep(chunk, cache)
+        : input.batcher
           ? await input.batcher.step(chunk, cache)
-          : await model.llmStep(chunk, cache);
+          : await decodeAlone(model, chunk, cache);
       input.onStep?.("decode", (performance.now() - started) / 1000, 1);
       next = out.logits.subarray(out.logits.length - vocab);
       if (routing && entry) {
