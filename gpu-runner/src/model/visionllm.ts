@@ -135,7 +135,9 @@ export class VisionLLM {
         splitRows(
           out,
           group.map((c) => rowsOf(c.feeds)),
-        ).forEach((part, i) => group[i]?.resolve(part));
+        ).forEach((part, i) => {
+          group[i]?.resolve(part);
+        });
     } catch (error) {
       for (const call of group) call.reject(error);
     }
@@ -537,26 +539,18 @@ function concatRows(all: ReadonlyArray<Record<string, HostTensor>>): Record<stri
   const out: Record<string, HostTensor> = {};
   for (const name of Object.keys(all[0] ?? {})) {
     const parts = all.map((feeds) => need(feeds, name));
-    const rows = parts.reduce((n, t) => n + (t.dims[0] ?? 0), 0);
-    const dims = [rows, ...(parts[0]?.dims.slice(1) ?? [])];
-    const length = parts.reduce((n, t) => n + t.data.length, 0);
-    if (parts[0]?.type === "int64") {
-      const data = new BigInt64Array(length);
-      let at = 0;
-      for (const t of parts) {
-        data.set(t.data as BigInt64Array, at);
-        at += t.data.length;
-      }
-      out[name] = int64(data, dims);
-    } else {
-      const data = new Float32Array(length);
-      let at = 0;
-      for (const t of parts) {
-        data.set(t.data as Float32Array, at);
-        at += t.data.length;
-      }
-      out[name] = float32(data, dims);
+    const dims = [parts.reduce((n, t) => n + (t.dims[0] ?? 0), 0), ...(parts[0]?.dims.slice(1) ?? [])];
+    // Joined as bytes, whatever the element type.
+    const bytes = new Uint8Array(parts.reduce((n, t) => n + t.data.byteLength, 0));
+    let at = 0;
+    for (const t of parts) {
+      bytes.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
+      at += t.data.byteLength;
     }
+    out[name] =
+      parts[0]?.type === "int64"
+        ? int64(new BigInt64Array(bytes.buffer), dims)
+        : float32(new Float32Array(bytes.buffer), dims);
   }
   return out;
 }
