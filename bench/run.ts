@@ -21,6 +21,7 @@ const { values } = parseArgs({
   options: {
     bundle: { type: "string", default: "model/bundle" },
     provider: { type: "string", default: "wasm" },
+    threads: { type: "string", default: process.env.RUNNER_THREADS ?? "2" },
     quick: { type: "boolean", default: false },
     "skip-edge": { type: "boolean", default: false },
   },
@@ -49,7 +50,8 @@ const percentile = (xs: number[], p: number) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))] ?? 0;
 
 const bundle = await loadBundle(values.bundle);
-const model = await VisionLLM.load(bundle, await createBackend({ provider }));
+const threads = Number(values.threads);
+const model = await VisionLLM.load(bundle, await createBackend({ provider, threads }));
 const m = bundle.manifest;
 const scene = new Uint8Array(readFileSync("test/fixtures/scene-detect.png"));
 const prompt = (question: string, image = true) =>
@@ -555,7 +557,7 @@ const table = rows
 writeFileSync(
   "BENCHMARKS.md",
   `# Benchmarks\n\nMeasured by \`npm run bench\` (${quick ? "quick" : "full"} run) on ${machine}, ${new Date().toISOString().slice(0, 10)}, ` +
-    `provider ${provider}, bundle ${m.model.id}@${m.model.version}. Every ratio is against a reference measured in the same run.\n\n` +
+    `provider ${provider} (${model.backend.device}), bundle ${m.model.id}@${m.model.version}. Every ratio is against a reference measured in the same run.\n\n` +
     `| section | measurement | value | ratio | note |\n| --- | --- | --- | --- | --- |\n${table}\n`,
 );
 console.log("wrote bench/results.json and BENCHMARKS.md");
