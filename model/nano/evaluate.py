@@ -330,12 +330,18 @@ def evaluate_and_write_card(model: VisionLLMv2Nano, tok: Tokenizer, bundle: str,
             json.dump({"scenes_per_family": scenes, "results": results, "examples": examples,
                        "seconds": time.time() - started}, f, indent=1)
         return results
-    detection_text = draw_sample(ev.runner, os.path.join(card_dir, "detection-and-pose.png"))
-    with open(os.path.join(bundle, "card", "eval.json"), "w") as f:
-        json.dump({"scenes_per_family": scenes, "results": results, "bars": BARS, "examples": examples,
-                   "seconds": time.time() - started}, f, indent=1)
-    write_card(bundle, results, scenes, examples, detection_text)
+    finish_card(ev.runner, bundle, results, scenes, examples, time.time() - started)
     return results
+
+
+def finish_card(runner, bundle: str, results: dict, scenes: int, examples: dict, seconds: float) -> None:
+    """The detection sample, eval.json and MODEL_CARD.md, once every family is measured."""
+    card_dir = os.path.join(bundle, "card")
+    detection_text = draw_sample(runner, os.path.join(card_dir, "detection-and-pose.png"))
+    with open(os.path.join(card_dir, "eval.json"), "w") as f:
+        json.dump({"scenes_per_family": scenes, "results": results, "bars": BARS, "examples": examples,
+                   "seconds": seconds}, f, indent=1)
+    write_card(bundle, results, scenes, examples, detection_text)
 
 
 def write_card(bundle: str, results: dict, scenes: int, examples: dict, detection_text: str) -> None:
@@ -416,11 +422,7 @@ def merge_parts(model: VisionLLMv2Nano, tok: Tokenizer, bundle: str) -> dict:
     results = {k: results[k] for k in BARS if k in results}
     model.eval()
     with torch.no_grad():
-        detection_text = draw_sample(Evaluator(model, tok).runner, os.path.join(card_dir, "detection-and-pose.png"))
-    with open(os.path.join(card_dir, "eval.json"), "w") as f:
-        json.dump({"scenes_per_family": scenes, "results": results, "bars": BARS, "examples": examples,
-                   "seconds": seconds}, f, indent=1)
-    write_card(bundle, results, scenes, examples, detection_text)
+        finish_card(Evaluator(model, tok).runner, bundle, results, scenes, examples, seconds)
     return results
 
 

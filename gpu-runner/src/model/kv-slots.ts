@@ -5,6 +5,35 @@ export interface KVCache {
 }
 
 /**
+ * A place in a [rows, heads, stride, head_dim] tensor: `row`, from position `at`. A sequence's own
+ * cache is row 0 of a tensor whose stride is its length.
+ */
+export interface HeadPlace {
+  data: Float32Array;
+  row: number;
+  stride: number;
+  at: number;
+}
+
+/** Copies `positions` positions of every head from one place to another. */
+export function copyHeads(
+  from: HeadPlace,
+  to: HeadPlace,
+  heads: number,
+  headDim: number,
+  positions: number,
+): void {
+  const span = positions * headDim;
+  for (let h = 0; h < heads; h++) {
+    const start = ((from.row * heads + h) * from.stride + from.at) * headDim;
+    to.data.set(
+      from.data.subarray(start, start + span),
+      ((to.row * heads + h) * to.stride + to.at) * headDim,
+    );
+  }
+}
+
+/**
  * The KV cache of the batched decode step (the `llm_decode` graph): one preallocated tensor per
  * layer and kind, [rows, heads, capacity, head_dim], row r owned by one sequence whose first
  * `length` slots are filled and the rest masked. The graph reads these tensors as they are and
@@ -68,13 +97,10 @@ export class KVSlots {
     const row = this.#rows.length;
     this.#rows.push(cache);
     this.#rowOf.set(cache, row);
-    const span = cache.length * this.headDim;
     cache.layers.forEach((layer, l) => {
       for (const kind of [0, 1] as const) {
         const own = kind === 0 ? layer.key : layer.value;
-        const tensor = this.#tensor(2 * l + kind);
-        for (let h = 0; h < this.heads; h++)
-          tensor.set(own.subarray(h * span, (h + 1) * span), this.#offset(row, h, 0));
+        this.#copy(ownPlace(own, cache.length), this.#place(2 * l + kind, row, 0), cache.length);
       }
       layer.key = new Float32Array(0);
       layer.value = new Float32Array(0);
@@ -88,16 +114,11 @@ export class KVSlots {
   evict(cache: KVCache, keep: boolean): void {
     const row = this.#rowOf.get(cache);
     if (row === undefined) return;
-    const span = cache.length * this.headDim;
     if (keep) {
       cache.layers.forEach((layer, l) => {
         for (const kind of [0, 1] as const) {
-          const tensor = this.#tensor(2 * l + kind);
-          const own = new Float32Array(this.heads * span);
-          for (let h = 0; h < this.heads; h++) {
-            const start = this.#offset(row, h, 0);
-            own.set(tensor.subarray(start, start + span), h * span);
-          }
+          const own = new Float32Array(this.heads * cache.length * this.headDim);
+          this.#copy(this.#place(2 * l + kind, row, 0), ownPlace(own, cache.length), cache.length);
           if (kind === 0) layer.key = own;
           else layer.value = own;
         }
@@ -150,14 +171,9 @@ export class KVSlots {
 
   /** Writes the step's new keys and values ([size, heads, 1, head_dim] per tensor) into each row's next slot. */
   append(fresh: readonly Float32Array[]): void {
-    const hd = this.headDim;
     fresh.forEach((values, t) => {
-      const tensor = this.#tensor(t);
       this.#rows.forEach((cache, row) => {
-        for (let h = 0; h < this.heads; h++) {
-          const src = (row * this.heads + h) * hd;
-          tensor.set(values.subarray(src, src + hd), this.#offset(row, h, cache.length));
-        }
+        this.#copy({ data: values, row, stride: 1, at: 0 }, this.#place(t, row, cache.length), 1);
       });
     });
     for (const cache of this.#rows) cache.length += 1;
@@ -167,8 +183,12 @@ export class KVSlots {
     return Math.ceil(positions / this.granularity) * this.granularity;
   }
 
-  #offset(row: number, head: number, position: number): number {
-    return ((row * this.heads + head) * this.#capacity + position) * this.headDim;
+  #place(tensor: number, row: number, at: number): HeadPlace {
+    return { data: this.#tensor(tensor), row, stride: this.#capacity, at };
+  }
+
+  #copy(from: HeadPlace, to: HeadPlace, positions: number): void {
+    copyHeads(from, to, this.heads, this.headDim, positions);
   }
 
   #tensor(index: number): Float32Array {
@@ -196,13 +216,8 @@ export class KVSlots {
     this.#rowCapacity = rowCapacity;
     this.#capacity = capacity;
     this.#rows.forEach((cache, row) => {
-      const span = cache.length * this.headDim;
       old.forEach((from, t) => {
-        const to = this.#tensor(t);
-        for (let h = 0; h < this.heads; h++) {
-          const start = (row * this.heads + h) * oldCapacity * this.headDim;
-          to.set(from.subarray(start, start + span), this.#offset(row, h, 0));
-        }
+        this.#copy({ data: from, row, stride: oldCapacity, at: 0 }, this.#place(t, row, 0), cache.length);
       });
     });
   }
@@ -218,11 +233,13 @@ export function cachePrefix(cache: KVCache, length: number, heads: number, headD
   }
   const cut = (data: Float32Array) => {
     const out = new Float32Array(heads * length * headDim);
-    for (let h = 0; h < heads; h++) {
-      const start = h * cache.length * headDim;
-      out.set(data.subarray(start, start + length * headDim), h * length * headDim);
-    }
+    copyHeads(ownPlace(data, cache.length), ownPlace(out, length), heads, headDim, length);
     return out;
   };
   return { layers: cache.layers.map((l) => ({ key: cut(l.key), value: cut(l.value) })), length };
+}
+
+/** A sequence's own cache tensor [1, heads, length, head_dim] as a place. */
+export function ownPlace(data: Float32Array, length: number): HeadPlace {
+  return { data, row: 0, stride: length, at: 0 };
 }

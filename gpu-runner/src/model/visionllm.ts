@@ -10,7 +10,7 @@ import {
   type TableName,
 } from "../bundle/manifest";
 import { TextTokenizer } from "../text/tokenizer";
-import { type KVCache, KVSlots } from "./kv-slots";
+import { copyHeads, type KVCache, KVSlots, ownPlace } from "./kv-slots";
 
 export type { KVCache } from "./kv-slots";
 
@@ -276,18 +276,14 @@ export class VisionLLM {
     const r = this.#resident;
     if (!r) return;
     this.#resident = undefined;
-    const rowWidth = this.headDim;
     r.caches.forEach((cache, i) => {
       const len = cache.length;
-      const pad = r.total - len;
       cache.layers.forEach((layer, l) => {
         for (const kind of ["key", "value"] as const) {
           const batch = r.tensors[2 * l + (kind === "key" ? 0 : 1)] ?? new Float32Array(0);
-          const own = new Float32Array(this.heads * len * rowWidth);
-          for (let h = 0; h < this.heads; h++) {
-            const start = ((i * this.heads + h) * r.total + pad) * rowWidth;
-            own.set(batch.subarray(start, start + len * rowWidth), h * len * rowWidth);
-          }
+          const own = new Float32Array(this.heads * len * this.headDim);
+          const from = { data: batch, row: i, stride: r.total, at: r.total - len };
+          copyHeads(from, ownPlace(own, len), this.heads, this.headDim, len);
           layer[kind] = own;
         }
       });
@@ -479,18 +475,11 @@ export class VisionLLM {
 
   /** Left-pads each cache's `kind` of `layer` to `past` positions -> [b, heads, past, head_dim]. */
   #pack(caches: readonly KVCache[], past: number, layer: number, kind: "key" | "value"): Float32Array {
-    const rowWidth = this.headDim;
-    const padded = new Float32Array(caches.length * this.heads * past * rowWidth);
+    const padded = new Float32Array(caches.length * this.heads * past * this.headDim);
     caches.forEach((cache, i) => {
       const own = cache.layers[layer]?.[kind] ?? new Float32Array(0);
-      const len = cache.length;
-      const pad = past - len;
-      for (let h = 0; h < this.heads; h++) {
-        padded.set(
-          own.subarray(h * len * rowWidth, (h + 1) * len * rowWidth),
-          ((i * this.heads + h) * past + pad) * rowWidth,
-        );
-      }
+      const to = { data: padded, row: i, stride: past, at: past - cache.length };
+      copyHeads(ownPlace(own, cache.length), to, this.heads, this.headDim, cache.length);
     });
     return padded;
   }
