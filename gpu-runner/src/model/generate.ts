@@ -215,6 +215,25 @@ async function decodeAlone(
   return result;
 }
 
+/** Work outside the batch (a splice, a decoder): the batch does not wait for this member. */
+async function away<T>(batcher: DecodeBatcher | undefined, work: () => Promise<T>): Promise<T> {
+  batcher?.leave();
+  try {
+    return await work();
+  } finally {
+    batcher?.join();
+  }
+}
+
+async function* awayFor<T>(batcher: DecodeBatcher | undefined, work: AsyncGenerator<T>): AsyncGenerator<T> {
+  batcher?.leave();
+  try {
+    yield* work;
+  } finally {
+    batcher?.join();
+  }
+}
+
 export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGenerator<UnnumberedEvent> {
   const m = model.manifest;
   const tok = model.tokenizer;
@@ -313,9 +332,10 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
       }
       started = performance.now();
       // One token goes through the batched decode step even alone (its graph reads the cache in
-      // place); a routing token with its queries is a chunk, which only the full graph takes.
+      // place); a routing token with its queries is a chunk, which only the full graph takes, and
+      // the batch does not wait for it meanwhile.
       const out = routing
-        ? await model.llmStep(chunk, cache)
+        ? await away(input.batcher, () => model.llmStep(chunk, cache))
         : input.batcher
           ? await input.batcher.step(chunk, cache)
           : await decodeAlone(model, chunk, cache);
@@ -332,12 +352,12 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
         groups.push(group);
         if (entry.task === "pose" && pendingPerception) {
           pendingPose.push(group);
-          if (pendingPose.length === m.keypoints.names.length) yield* runPending();
+          if (pendingPose.length === m.keypoints.names.length) yield* awayFor(input.batcher, runPending());
         } else {
-          yield* runPending();
+          yield* awayFor(input.batcher, runPending());
           if (entry.task === "generation" || entry.task === "editing") {
             const t0 = performance.now();
-            yield* runImageDecoder(model, group, lastImage, imageSeed, input.signal);
+            yield* awayFor(input.batcher, runImageDecoder(model, group, lastImage, imageSeed, input.signal));
             input.onDecoder?.(entry.task, (performance.now() - t0) / 1000);
           } else if (entry.task !== "pose") {
             pendingPerception = group;
