@@ -5,12 +5,13 @@ import { sha256Hex } from "./api-keys";
 /**
  * Response cache for deterministic requests (temperature 0 or a seed): the whole event sequence
  * is stored in KV and replayed as a stream on a hit. The key covers everything that determines the
- * output: model and version, the assembled prompt, image digests, regions, sampling.
+ * output: model, version and bundle digest, the assembled prompt, image digests, regions, sampling.
  */
 
 export async function cacheKey(parts: {
   model: string;
   modelVersion: string;
+  modelDigest: string;
   prompt: string;
   imageDigests: readonly string[];
   regions: unknown;
@@ -19,6 +20,7 @@ export async function cacheKey(parts: {
   const canonical = JSON.stringify([
     parts.model,
     parts.modelVersion,
+    parts.modelDigest,
     parts.prompt,
     parts.imageDigests,
     parts.regions,

@@ -339,6 +339,7 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
       ? await cacheKey({
           model: card.id,
           modelVersion: card.version,
+          modelDigest: card.digest,
           prompt: assembled.prompt,
           imageDigests: digests,
           regions: assembled.regions,

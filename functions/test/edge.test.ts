@@ -210,6 +210,7 @@ describe("cache keys", () => {
   const base = {
     model: "m",
     modelVersion: "1",
+    modelDigest: "d1",
     prompt: "p",
     imageDigests: ["a"],
     regions: [],
@@ -220,6 +221,8 @@ describe("cache keys", () => {
     expect(await cacheKey({ ...base })).toBe(k);
     const variants = [
       { ...base, modelVersion: "2" },
+      // A retrained bundle that kept its version string.
+      { ...base, modelDigest: "d2" },
       { ...base, prompt: "q" },
       { ...base, imageDigests: ["b"] },
       { ...base, regions: [{ image_index: 0, box: [1, 2, 3, 4] }] },

@@ -2,6 +2,8 @@ import { decodeMask } from "@visionllm/protocol";
 import fc from "fast-check";
 import sharp from "sharp";
 import { describe, expect, it } from "vitest";
+import { bundleDigest } from "../src/bundle/load";
+import type { Manifest } from "../src/bundle/manifest";
 import { Mulberry32 } from "../src/generation/rng";
 import { argmax, findStop, partialStopLength, sampleToken } from "../src/generation/sampler";
 import {
@@ -17,6 +19,24 @@ import { decodeImage, toLowResolution, toPixelValues } from "../src/preprocess/i
 import { StreamingDetokenizer } from "../src/text/detokenizer";
 
 /** Pure parts of the runner, with hand-built tensors. */
+
+describe("bundle digest", () => {
+  const manifest = (files: Record<string, string>) =>
+    ({
+      files: Object.fromEntries(Object.entries(files).map(([name, sha256]) => [name, { sha256, bytes: 1 }])),
+    }) as unknown as Manifest;
+  it("fingerprints the files whatever their order, and changes with any one of them", () => {
+    const a = bundleDigest(manifest({ "llm.onnx": "1".repeat(64), "tokenizer.json": "2".repeat(64) }));
+    expect(a).toMatch(/^[0-9a-f]{64}$/);
+    expect(bundleDigest(manifest({ "tokenizer.json": "2".repeat(64), "llm.onnx": "1".repeat(64) }))).toBe(a);
+    expect(bundleDigest(manifest({ "llm.onnx": "3".repeat(64), "tokenizer.json": "2".repeat(64) }))).not.toBe(
+      a,
+    );
+    expect(
+      bundleDigest(manifest({ "llm2.onnx": "1".repeat(64), "tokenizer.json": "2".repeat(64) })),
+    ).not.toBe(a);
+  });
+});
 
 describe("postprocessing", () => {
   it("turns normalised cx,cy,w,h into pixel boxes of the input image", () => {

@@ -40,6 +40,11 @@ export type RunnerGenerateRequestInput = z.input<typeof RunnerGenerateRequestSch
 export const ModelCardSchema = z.object({
   id: z.string(),
   version: z.string(),
+  /**
+   * sha256 over the bundle's file checksums: it changes with any weight, whatever `version` says,
+   * so caches keyed by it never answer with a previous model's outputs.
+   */
+  digest: z.string().regex(/^[0-9a-f]{64}$/),
   architecture: z.string(),
   backend: z.object({ name: z.string(), provider: z.string() }),
   chat_template: z.string(),

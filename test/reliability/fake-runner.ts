@@ -7,6 +7,7 @@ import { freePort } from "../helpers/processes";
 export const CARD: ModelCard = {
   id: "visionllm-v2-nano",
   version: "1.0.0",
+  digest: "0".repeat(64),
   architecture: "visionllm-v2",
   backend: { name: "fake", provider: "none" },
   chat_template:

@@ -128,3 +128,11 @@ export async function loadBundle(dir: string, options: { verify?: boolean } = {}
     .parse(JSON.parse((await readChecked(dir, manifest, manifest.tokenizer.file, verify)).toString("utf8")));
   return { dir, manifest, tokenizerJson, graphs, tables };
 }
+
+/** sha256 over the manifest's file checksums, in name order: one fingerprint for every weight. */
+export function bundleDigest(manifest: Manifest): string {
+  const hash = createHash("sha256");
+  for (const [name, file] of Object.entries(manifest.files).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+    hash.update(`${name}\0${file.sha256}\n`);
+  return hash.digest("hex");
+}

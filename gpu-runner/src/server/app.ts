@@ -18,6 +18,7 @@ import {
   verifyRequest,
 } from "@visionllm/protocol";
 import { type Context, Hono } from "hono";
+import { bundleDigest } from "../bundle/load";
 import { Admission } from "../engine/admission";
 import { DecodeBatcher } from "../engine/batcher";
 import { ImageFeatureCache } from "../engine/feature-cache";
@@ -39,6 +40,7 @@ export function modelCardOf(model: VisionLLM, config: RunnerConfig): ModelCard {
   return {
     id: m.model.id,
     version: m.model.version,
+    digest: bundleDigest(m),
     architecture: m.model.architecture,
     backend: { name: model.backend.runtime, provider: `${model.backend.provider}: ${model.backend.device}` },
     chat_template: m.chat_template,
