@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { generateApiKey, newWebhookSecret } from "../functions/src/api-keys";
+import { generateApiKey, isApiKeyShape, newWebhookSecret } from "../functions/src/api-keys";
 import { buildWeb } from "./build-web";
 import { persistDir, seedLocalState, wranglerDevArgs, wranglerEnv } from "./wrangler";
 
@@ -16,6 +16,14 @@ const port = Number(process.env.PORT ?? 8787);
 const runnerPort = Number(process.env.RUNNER_PORT ?? 8788);
 const runnerSecret = process.env.RUNNER_SECRET ?? randomBytes(24).toString("hex");
 const apiKey = process.env.DEV_API_KEY ?? generateApiKey();
+if (!isApiKeyShape(apiKey)) {
+  // The edge would refuse it on every request; say so now rather than with a 401 later.
+  console.error(
+    `DEV_API_KEY must look like vl_ followed by 40 lowercase hex characters, e.g. ${generateApiKey()}; ` +
+      "or leave it unset and a new key is printed.",
+  );
+  process.exit(2);
+}
 const webhookSecret = process.env.DEV_WEBHOOK_SECRET ?? newWebhookSecret();
 const persist = persistDir();
 const children: ChildProcess[] = [];

@@ -8,6 +8,11 @@ export async function sha256Hex(data: string | ArrayBuffer | Uint8Array<ArrayBuf
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/** Whether `key` has the shape of an API key (says nothing of whether it exists). */
+export function isApiKeyShape(key: string): boolean {
+  return /^vl_[0-9a-f]{40}$/.test(key);
+}
+
 export function generateApiKey(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(20));
   return KEY_PREFIX + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");

@@ -1,5 +1,5 @@
 import { VisionLLMError } from "@visionllm/protocol";
-import { KEY_PREFIX, sha256Hex } from "./api-keys";
+import { isApiKeyShape, sha256Hex } from "./api-keys";
 import type { Caller, Env } from "./env";
 
 /** API keys: `vl_` + 40 hex characters, stored only as their SHA-256 in D1. */
@@ -31,7 +31,7 @@ export async function authenticate(env: Env, authorization: string | undefined):
   const match = /^Bearer\s+(\S+)$/i.exec(authorization.trim());
   const key = match?.[1];
   if (!key) throw unauthorized("Malformed Authorization header: expected `Bearer <api key>`.");
-  if (!key.startsWith(KEY_PREFIX) || key.length !== KEY_PREFIX.length + 40) {
+  if (!isApiKeyShape(key)) {
     throw unauthorized("Invalid API key: keys look like vl_ followed by 40 hex characters.");
   }
   const hash = await sha256Hex(key);
