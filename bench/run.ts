@@ -361,10 +361,37 @@ for (let i = 0; i < 3; i++) await run(request(900 + i, { featureCache: cache }))
       meanBatch: batches ? sizes / batches : 1,
     };
   };
-  const serving = () => ({
-    featureCache: cache,
-    prefixCache: new PrefixCache(64 << 20, model.heads, model.headDim),
-  });
+  const featureCaches = new Map<VisionLLM, ImageFeatureCache>([[model, cache]]);
+  /** The caches a serving runner keeps: image features for the model's life, a fresh prefix cache. */
+  const serving = (on: VisionLLM = model) => {
+    const featureCache = featureCaches.get(on) ?? new ImageFeatureCache(64 << 20);
+    featureCaches.set(on, featureCache);
+    return { featureCache, prefixCache: new PrefixCache(64 << 20, on.heads, on.headDim) };
+  };
+  /**
+   * 8 streams against the plain loop in adjacent pairs (after one warm-up pass of each), so the
+   * machine's drift (this VM's speed moves by a third within minutes) falls on both sides of each
+   * ratio alike: [one at a time, 8 streams] tok/s per pair.
+   */
+  const adjacentPairs = async (on: VisionLLM) => {
+    await serve(on, 8, serving(on));
+    await serve(on, 0, serving(on));
+    const pairs: Array<[number, number]> = [];
+    for (let i = 0; i < (quick ? 1 : 3); i++) {
+      const base = await serve(on, 0, serving(on));
+      const batched = await serve(on, 8, serving(on));
+      pairs.push([base.rate, batched.rate]);
+    }
+    return pairs;
+  };
+  const recordPairs = (label: string, pairs: Array<[number, number]>) =>
+    record({
+      section: "batching",
+      name: `${label}8 streams / one at a time, median of ${pairs.length} adjacent pairs`,
+      value: median(pairs.map(([a, b]) => b / a)),
+      unit: "x",
+      note: pairs.map(([a, b]) => `${a.toFixed(0)} -> ${b.toFixed(0)} tok/s`).join(", "),
+    });
   // V8 first runs the wasm kernels as baseline code and optimises them as they get hot: without a
   // pass of each loop first, whatever is measured first looks slow.
   await serve(model, 8, serving());
@@ -437,47 +464,14 @@ for (let i = 0; i < 3; i++) await run(request(900 + i, { featureCache: cache }))
     ratio: plainAfter.rate / plain.rate,
     note: "the same loop; a ratio far from 1 means the machine's speed moved",
   });
-  // The target's own measurement: 8 streams against the plain loop in adjacent pairs, so the
-  // machine's drift (this VM's speed moves by a third within minutes) falls on both sides of each
-  // ratio alike.
-  const pairs: number[] = [];
-  for (let i = 0; i < (quick ? 1 : 3); i++) {
-    const base = await serve(model, 0, serving());
-    const batched = await serve(model, 8, serving());
-    pairs.push(batched.rate / base.rate);
-  }
-  record({
-    section: "batching",
-    name: `8 streams / one at a time, median of ${pairs.length} adjacent pairs`,
-    value: median(pairs),
-    unit: "x",
-    note: `pairs: ${pairs.map((r) => `x${r.toFixed(2)}`).join(", ")}`,
-  });
-  // The same pairs on onnxruntime-node, the optional native CPU provider, side by side.
+  // The target's own measurement.
+  recordPairs("", await adjacentPairs(model));
+  // The same on onnxruntime-node, the optional native CPU provider, side by side.
   if (provider !== "cpu") {
     try {
       const native = await VisionLLM.load(bundle, await createBackend({ provider: "cpu", threads }));
       track(native);
-      const nativeServing = () => ({
-        featureCache: new ImageFeatureCache(64 << 20),
-        prefixCache: new PrefixCache(64 << 20, native.heads, native.headDim),
-      });
-      await serve(native, 8, nativeServing());
-      await serve(native, 0, nativeServing());
-      const nativePairs: Array<[number, number]> = [];
-      for (let i = 0; i < (quick ? 1 : 3); i++) {
-        const base = await serve(native, 0, nativeServing());
-        const batched = await serve(native, 8, nativeServing());
-        nativePairs.push([base.rate, batched.rate]);
-      }
-      const ratios = nativePairs.map(([a, b]) => b / a);
-      record({
-        section: "batching",
-        name: `onnxruntime-node: 8 streams / one at a time, median of ${ratios.length} pairs`,
-        value: median(ratios),
-        unit: "x",
-        note: nativePairs.map(([a, b]) => `${a.toFixed(0)} -> ${b.toFixed(0)} tok/s`).join(", "),
-      });
+      recordPairs("onnxruntime-node: ", await adjacentPairs(native));
       await native.release();
     } catch (error) {
       console.log(`onnxruntime-node unavailable: ${(error as Error).message}`);
