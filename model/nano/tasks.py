@@ -1,4 +1,4 @@
-"""Instruction data for the nine task families of NANO_WORLD.md, in VisionLLM v2's answer formats.
+"""Instruction data for the task families of docs/NANO_WORLD.md, in VisionLLM v2's answer formats.
 
 A `Sample` is a conversation (user/assistant turns) plus the decoder targets of every routing group
 in its answers, in the order the groups appear: the order that makes class order = group order.
@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import grammar as G
 from . import world as W
 
 PERCEPTION_QUERIES = 4
@@ -38,7 +39,9 @@ class Call:
 
     kind: str  # det | seg | grd | pose_person | pose_kp | gen | edit
     targets: list[int] = field(default_factory=list)  # object indices (perception)
+    phrase: str = ""  # the canonical phrase the experts' own text encoder would get (the link's teacher)
     image: np.ndarray | None = None  # generation / editing target (uint8 HWC)
+    objects: list[tuple[str, str, str | None]] = field(default_factory=list)  # generation: (colour, kind, position)
 
 
 @dataclass
@@ -126,28 +129,19 @@ def new_scene(rng: np.random.Generator, **kw) -> tuple[W.Scene, np.ndarray, list
 # ---------------------------------------------------------------- perception
 
 
-def detection(rng: np.random.Generator, seg: bool = False) -> Sample:
+def detection(rng: np.random.Generator, seg: bool = False, split: G.Split = "train") -> Sample:
     scene, image, masks = new_scene(rng)
     cats: list[str] = []
     for _ in range(int(rng.integers(1, 4))):
         c = random_category(rng, scene)
         if c not in cats:
             cats.append(c)
-    names = join_words(cats)
-    names_pl = join_words([plural(c) for c in cats])
-    if seg:
-        q = pick(rng, [f"Segment every {names}.", f"Please segment the {names_pl}.", f"Can you segment all {names_pl}?",
-                       f"Give me masks of the {names_pl}.", f"segment {names_pl} in the image", f"Could you outline each {names}, please?"])
-        head = "Yes, here are the segmentation results for "
-    else:
-        q = pick(rng, [f"Detect every {names}.", f"Find all {names_pl} in the image.", f"Can you detect the {names_pl}?",
-                       f"Please locate each {names}.", f"Where are the {names_pl}?", f"detect {names_pl}",
-                       f"Could you find the {names_pl} for me, please?", f"Show me every {names}."])
-        head = "Yes, here are the results for "
+    q = G.detection_request(rng, cats, split, seg)
+    head = "Yes, here are the segmentation results for " if seg else "Yes, here are the results for "
     kind = "seg" if seg else "det"
     answer = head + ", ".join(f"{c}{group(kind)}" for c in cats) + " in the image."
-    calls = [Call(kind, category_members(scene, c)) for c in cats]
-    return Sample("segmentation" if seg else "detection", [("<image>\n" + vary(rng, q), answer)], image, scene, masks, calls=calls)
+    calls = [Call(kind, category_members(scene, c), phrase=c) for c in cats]
+    return Sample("segmentation" if seg else "detection", [("<image>\n" + q, answer)], image, scene, masks, calls=calls)
 
 
 def _unique(scene: W.Scene, pred) -> int | None:
@@ -203,34 +197,33 @@ def referring_expressions(scene: W.Scene) -> list[tuple[str, int]]:
     return out
 
 
-def grounding(rng: np.random.Generator) -> Sample:
+def grounding(rng: np.random.Generator, split: G.Split = "train") -> Sample:
     for _ in range(20):
         scene, image, masks = new_scene(rng)
         exprs = referring_expressions(scene)
         if exprs:
             break
     expr, target = exprs[int(rng.integers(len(exprs)))]
-    q = pick(rng, [f"Where is {expr}?", f"Find {expr}.", f"Please locate {expr}.", f"Ground {expr} in the image.",
-                   f"Can you show me {expr}?", f"point out {expr}", f"Which one is {expr}? Give its box, please."])
-    answer = f"Yes, it is {group('grd')}."
-    return Sample("grounding", [("<image>\n" + vary(rng, q), answer)], image, scene, masks, calls=[Call("grd", [target])])
+    # The group's label is the expression itself (the text before the routing token, after a comma).
+    answer = f"Yes, {expr}{group('grd')}."
+    return Sample("grounding", [("<image>\n" + G.grounding_request(rng, expr, split), answer)], image, scene, masks,
+                  calls=[Call("grd", [target], phrase=expr)])
 
 
-def pose(rng: np.random.Generator) -> Sample:
+def pose(rng: np.random.Generator, split: G.Split = "train") -> Sample:
     n_people = int(rng.integers(0, 3)) if rng.random() < 0.15 else int(rng.integers(1, 3))
     scene, image, masks = new_scene(rng, n_people=n_people, n_shapes=int(rng.integers(1, 4)))
-    q = pick(rng, ["Estimate the pose of each person.", "Detect the keypoints of the people.", "What are the poses of the people?",
-                   "Please find every person and their keypoints.", "show the body keypoints", "Can you estimate human poses here?"])
+    q = G.pose_request(rng, split)
     people = [i for i, o in enumerate(scene.objects) if o.kind == "person"]
     if not people:
-        return Sample("pose", [("<image>\n" + vary(rng, q), "There is no person in the image.")], image, scene, masks)
+        return Sample("pose", [("<image>\n" + q, "There is no person in the image.")], image, scene, masks)
     answer = (
         f"Yes, here are the results for person{group('det')}, with keypoints "
         + ", ".join(f"{w}{group('pose')}" for w in KEYPOINT_WORDS)
         + "."
     )
-    calls = [Call("pose_person", people)] + [Call("pose_kp", people) for _ in KEYPOINT_WORDS]
-    return Sample("pose", [("<image>\n" + vary(rng, q), answer)], image, scene, masks, calls=calls)
+    calls = [Call("pose_person", people, phrase="person")] + [Call("pose_kp", people, phrase=w) for w in KEYPOINT_WORDS]
+    return Sample("pose", [("<image>\n" + q, answer)], image, scene, masks, calls=calls)
 
 
 # ---------------------------------------------------------------- questions
@@ -240,23 +233,18 @@ def count_word(n: int, noun: str) -> str:
     return f"There is 1 {noun}." if n == 1 else f"There are {n} {plural(noun)}."
 
 
-def question(rng: np.random.Generator, scene: W.Scene) -> tuple[str, str]:
+def question(rng: np.random.Generator, scene: W.Scene, split: G.Split = "train") -> tuple[str, str]:
     objs = scene.objects
     r = rng.random()
     if r < 0.3:
         cat = random_category(rng, scene, 0.75)
         n = len(category_members(scene, cat))
-        noun = cat if cat != "shape" else "shape"
-        pl = plural(noun)
-        q = pick(rng, [f"How many {pl} are there?", f"How many {pl} are in the image?", f"Count the {pl}.",
-                       f"Please tell me the number of {pl}.", f"how many {pl} can you see?"])
-        return q, count_word(n, noun)
+        return G.question_request(rng, "count", split, pl=G.plural(G.surface(rng, cat))), count_word(n, cat)
     if r < 0.45:
         kinds = [k for k in W.KINDS if any(o.kind == k for o in objs)] or W.KINDS
         k = pick(rng, kinds if rng.random() < 0.85 else W.KINDS)
         members = [o for o in objs if o.kind == k]
-        q = pick(rng, [f"What color is the {k}?", f"What is the color of the {k}?", f"Tell me the colour of the {k}.",
-                       f"which color does the {k} have?"])
+        q = G.question_request(rng, "color", split, k=G.surface(rng, k))
         if len(members) == 1:
             return q, f"It is {members[0].color}."
         if not members:
@@ -266,8 +254,7 @@ def question(rng: np.random.Generator, scene: W.Scene) -> tuple[str, str]:
         colors = [c for c in W.COLORS if any(o.color == c for o in objs)] or list(W.COLORS)
         c = pick(rng, colors if rng.random() < 0.85 else list(W.COLORS))
         members = [o for o in objs if o.color == c]
-        q = pick(rng, [f"What shape is the {c} object?", f"What kind of shape is {c}?", f"Which shape is {c}?",
-                       f"tell me the shape of the {c} object"])
+        q = G.question_request(rng, "shape", split, c=G.pick(rng, G.COLOR_WORDS[c]))
         if len(members) == 1:
             return q, f"It is a {members[0].kind}."
         if not members:
@@ -275,9 +262,8 @@ def question(rng: np.random.Generator, scene: W.Scene) -> tuple[str, str]:
         return q, f"There are {len(members)} {c} objects."
     if r < 0.75:
         cat = random_category(rng, scene, 0.5)
-        article = "an" if cat[0] in "aeiou" else "a"
-        q = pick(rng, [f"Is there {article} {cat}?", f"Is there {article} {cat} in the image?", f"Do you see {article} {cat}?",
-                       f"Can you find {article} {cat} here?"])
+        word = G.surface(rng, cat)
+        q = G.question_request(rng, "exist", split, a="an" if word[0] in "aeiou" else "a", cat=word)
         return q, "Yes." if category_members(scene, cat) else "No."
     if r < 0.88:
         exprs = [(e, i) for e, i in referring_expressions(scene) if e.count(" ") <= 2 and "biggest" not in e
@@ -289,17 +275,17 @@ def question(rng: np.random.Generator, scene: W.Scene) -> tuple[str, str]:
                 rel = pick(rng, ["left of", "right of", "above", "below"])
                 (ax, ay), (bx, by) = objs[ia].center, objs[ib].center
                 truth = {"left of": ax < bx, "right of": ax > bx, "above": ay < by, "below": ay > by}[rel]
-                phrase = {"left of": "to the left of", "right of": "to the right of", "above": "above", "below": "below"}[rel]
-                q = pick(rng, [f"Is {ea} {phrase} {eb}?", f"Is {ea} {phrase} {eb} in the image?"])
-                return q[0].upper() + q[1:], "Yes." if truth else "No."
-        return question(rng, scene)
+                phrase = pick(rng, {"left of": ["to the left of", "left of"], "right of": ["to the right of", "right of"],
+                                    "above": ["above", "over"], "below": ["below", "under", "beneath"]}[rel])
+                q = G.question_request(rng, "relation", split, a=G.surface_expression(rng, ea), b=G.surface_expression(rng, eb), rel=phrase)
+                return q, "Yes." if truth else "No."
+        return question(rng, scene, split)
     if r < 0.95:
-        q = pick(rng, ["Describe the image.", "What is in this image?", "Please describe the scene.", "Give me a caption.",
-                       "describe this picture"])
-        return q, caption(scene)
-    q = pick(rng, ["What is the person's name?", "What time of day is it?", "Who made this picture?",
-                   "What is the weather like in the image?", "How old is the person?", "What brand is the square?"])
-    return q, "I can't tell."
+        return G.question_request(rng, "caption", split), caption(scene)
+    unknowable = (["What is the person's name?", "What time of day is it?", "Who made this picture?", "What is the weather like in the image?",
+                   "How old is the person?", "What brand is the square?", "Where was this photo taken?"],
+                  ["What is the square thinking?", "How much does the circle weigh?"])
+    return G.frame(rng, unknowable, split), "I can't tell."
 
 
 def caption(scene: W.Scene) -> str:
@@ -310,13 +296,13 @@ def caption(scene: W.Scene) -> str:
     return f"There is {join_words(parts)} on a {scene.background} background."
 
 
-def vqa(rng: np.random.Generator) -> Sample:
+def vqa(rng: np.random.Generator, split: G.Split = "train") -> Sample:
     scene, image, masks = new_scene(rng)
-    q, a = question(rng, scene)
-    return Sample("questions", [("<image>\n" + vary(rng, q), a)], image, scene, masks)
+    q, a = question(rng, scene, split)
+    return Sample("questions", [("<image>\n" + q, a)], image, scene, masks)
 
 
-def region_question(rng: np.random.Generator) -> Sample:
+def region_question(rng: np.random.Generator, split: G.Split = "train") -> Sample:
     scene, image, masks = new_scene(rng)
     i = int(rng.integers(len(scene.objects)))
     obj = scene.objects[i]
@@ -333,13 +319,11 @@ def region_question(rng: np.random.Generator) -> Sample:
     else:
         region = masks[i].copy()
     ref = "<reg>region1<region></reg>"
-    q = pick(rng, [f"What is in {ref}?", f"What object is {ref}?", f"Tell me what {ref} is.", f"Can you describe {ref}?",
-                   f"what is {ref}"])
     a = "A person." if obj.kind == "person" else f"A {obj.color} {obj.kind}."
-    return Sample("region", [("<image>\n" + vary(rng, q), a)], image, scene, masks, regions=[region])
+    return Sample("region", [("<image>\n" + G.region_request(rng, ref, split), a)], image, scene, masks, regions=[region])
 
 
-def chat(rng: np.random.Generator) -> Sample:
+def chat(rng: np.random.Generator, split: G.Split = "train") -> Sample:
     pairs = [
         (["Hello!", "Hi", "Hey there.", "Good morning!", "hello, who are you?"], "Hello! I am VisionLLM v2-nano. " + CAPABILITIES),
         (["What can you do?", "What are you able to do?", "How can you help me?", "what tasks do you support"], CAPABILITIES),
@@ -351,11 +335,11 @@ def chat(rng: np.random.Generator) -> Sample:
     return Sample("chat", [(vary(rng, pick(rng, qs)), a)])
 
 
-def multi_turn(rng: np.random.Generator) -> Sample:
-    first = [vqa, detection, grounding][int(rng.integers(3))](rng)
+def multi_turn(rng: np.random.Generator, split: G.Split = "train") -> Sample:
+    first = [vqa, detection, grounding][int(rng.integers(3))](rng, split=split)
     assert first.scene is not None
-    q, a = question(rng, first.scene)
-    turns = first.turns + [(vary(rng, q), a)]
+    q, a = question(rng, first.scene, split)
+    turns = first.turns + [(q, a)]
     if rng.random() < 0.5:
         turns = [turns[1] if i == 0 else turns[0] for i in range(2)]
         turns = [("<image>\n" + turns[0][0], turns[0][1]), (turns[1][0].replace("<image>\n", ""), turns[1][1])]
@@ -369,10 +353,10 @@ POSITIONS = ["on the left", "on the right", "at the top", "at the bottom", "in t
              "at the top right", "at the bottom left", "at the bottom right"]
 
 
-def generation(rng: np.random.Generator) -> Sample:
+def generation(rng: np.random.Generator, split: G.Split = "train") -> Sample:
     for _ in range(50):
         n = int(rng.integers(1, 4))
-        specs = []
+        specs: list[tuple[str, str, str | None]] = []
         placed: list = []
         objects = []
         for _ in range(n):
@@ -389,22 +373,21 @@ def generation(rng: np.random.Generator) -> Sample:
                     break
             objects.append(obj)
             placed.append(obj.box)
-            specs.append(f"a {color} {kind}" + (f" {pos}" if pos else ""))
+            specs.append((color, kind, pos))
         else:
             break
     bg = pick(rng, list(W.BACKGROUNDS))
     scene = W.Scene(bg, objects, bool(rng.integers(2)), int(rng.integers(2**31)))
     image, _ = W.render(scene)
-    desc = join_words(specs) + (f" on a {bg} background" if rng.random() < 0.5 else "")
-    if "on a " not in desc:
+    named = rng.random() < 0.5
+    if not named:
         scene.background = "white"
         image, _ = W.render(scene)
-    q = pick(rng, [f"Draw {desc}.", f"Please draw {desc}.", f"Generate an image of {desc}.", f"Can you draw {desc}?",
-                   f"make a picture with {desc}", f"Could you create an image showing {desc}, please?"])
-    return Sample("generation", [(vary(rng, q), f"Here is the image: {group('gen')}")], calls=[Call("gen", image=image)])
+    q = G.generation_request(rng, specs, bg if named else None, split)
+    return Sample("generation", [(q, f"Here is the image: {group('gen')}")], calls=[Call("gen", image=image, objects=specs)])
 
 
-def editing(rng: np.random.Generator) -> Sample:
+def editing(rng: np.random.Generator, split: G.Split = "train") -> Sample:
     scene, image, masks = new_scene(rng, n_people=0, n_shapes=int(rng.integers(1, 5)))
     shapes = scene.objects
     r = rng.random()
@@ -415,35 +398,32 @@ def editing(rng: np.random.Generator) -> Sample:
         color = pick(rng, [c for c in W.COLORS if c != shapes[i].color])
         new.objects[i].color = color
         new.objects[i].rgb = W._jitter(rng, W.COLORS[color], 10)
-        q = pick(rng, [f"Make {expr} {color}.", f"Change the color of {expr} to {color}.", f"Please paint {expr} {color}.",
-                       f"turn {expr} {color}"])
+        q = G.edit_request(rng, "recolor", split, e=G.surface_expression(rng, expr), c=G.pick(rng, G.COLOR_WORDS[color]))
     elif r < 0.55 and exprs and len(shapes) > 1:
         expr, i = exprs[int(rng.integers(len(exprs)))]
         del new.objects[i]
-        q = pick(rng, [f"Remove {expr}.", f"Delete {expr}.", f"Please take away {expr}.", f"erase {expr}"])
+        q = G.edit_request(rng, "remove", split, e=G.surface_expression(rng, expr))
     elif r < 0.8:
         kind, color, pos = pick(rng, W.KINDS), pick(rng, list(W.COLORS)), pick(rng, POSITIONS)
         obj = W.make_shape(rng, kind, color, [o.box for o in shapes], W.region_of_position(pos), side=int(rng.integers(16, 29)))
         if obj is None:
-            return editing(rng)
+            return editing(rng, split)
         new.objects.append(obj)
-        q = pick(rng, [f"Add a {color} {kind} {pos}.", f"Please add a {color} {kind} {pos}.", f"Put a {color} {kind} {pos}.",
-                       f"insert a {color} {kind} {pos}"])
+        q = G.edit_request(rng, "add", split, o=f"a {G.pick(rng, G.COLOR_WORDS[color])} {G.pick(rng, G.KIND_WORDS[kind])}", p=pos)
     else:
         bg = pick(rng, [b for b in W.BACKGROUNDS if b != scene.background])
         new.background = bg
-        q = pick(rng, [f"Change the background to {bg}.", f"Make the background {bg}.", f"Please use a {bg} background.",
-                       f"set the background {bg}"])
+        q = G.edit_request(rng, "background", split, bg=G.pick(rng, G.BACKGROUND_WORDS[bg]))
     target, _ = W.render(new)
     answer = f"Here is the edited image: {group('edit')}"
-    return Sample("editing", [("<image>\n" + vary(rng, q), answer)], image, scene, masks, calls=[Call("edit", image=target)])
+    return Sample("editing", [("<image>\n" + q, answer)], image, scene, masks, calls=[Call("edit", image=target)])
 
 
 FAMILIES = {
     "questions": vqa,
     "region": region_question,
-    "detection": lambda rng: detection(rng, seg=False),
-    "segmentation": lambda rng: detection(rng, seg=True),
+    "detection": lambda rng, split="train": detection(rng, seg=False, split=split),
+    "segmentation": lambda rng, split="train": detection(rng, seg=True, split=split),
     "grounding": grounding,
     "pose": pose,
     "generation": generation,
