@@ -1,4 +1,4 @@
-"""VisionLLM v2-nano: every part of the full model, shrunk (../shared/VISIONLLM_V2.md).
+"""VisionLLM v2-nano: every part of the full model, shrunk (docs/MODEL.md).
 
 Each nn.Module below is exported as one ONNX graph (export.py); the wiring between them (splicing
 image, region and super-link query embeddings into the LLM sequence) is done by the caller, exactly
@@ -302,139 +302,7 @@ class GenerationLink(nn.Module):
         return x
 
 
-# ---------------------------------------------------------------- task decoders
-
-
-def inverse_sigmoid(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(1e-4, 1 - 1e-4)
-    return torch.log(x / (1 - x))
-
-
-class DecoderCore(nn.Module):
-    """Grounding-DINO-style core: image tokens fused with the super-link embeddings, every grid cell a
-    query anchored at its centre (two-stage query selection without the top-k), refined by decoder
-    layers that cross-attend to image and prompt tokens."""
-
-    def __init__(self, c: Config):
-        super().__init__()
-        d = c.dec_dim
-        self.grid = c.grid
-        self.mem_proj = nn.Linear(3 * c.vit_dim, d)
-        self.mem_pos = nn.Parameter(torch.randn(1, c.grid * c.grid, d) * 0.02)
-        self.prompt_proj = nn.Linear(c.link_dim, d)
-        self.fuse = Block(d, 4)
-        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, 2, 1), nn.GELU(), nn.Conv2d(32, c.pixel_dim, 3, 2, 1))
-        self.pix_proj = nn.Linear(d, c.pixel_dim)
-        self.pix_out = nn.Conv2d(c.pixel_dim, c.pixel_dim, 3, 1, 1)
-        self.layers = nn.ModuleList(Block(d, 4, cross=True) for _ in range(c.dec_layers))
-        self.box_head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 4))
-        self.anchor_pos = nn.Sequential(nn.Linear(4, d), nn.ReLU(), nn.Linear(d, d))
-        # Queries sit on a grid at twice the patch stride: objects are >= 16 px and 2 px apart, so
-        # 64 anchored queries cover every object while costing a quarter of per-patch queries.
-        qgrid = c.grid // 2
-        self.qgrid = qgrid
-        centers = (torch.arange(qgrid).float() + 0.5) / qgrid
-        cy, cx = torch.meshgrid(centers, centers, indexing="ij")
-        anchors = torch.stack([cx.flatten(), cy.flatten(), torch.full_like(cx.flatten(), 0.2), torch.full_like(cx.flatten(), 0.2)], -1)
-        self.register_buffer("anchors", inverse_sigmoid(anchors)[None], persistent=False)
-
-    def anchor_centres(self) -> torch.Tensor:
-        """[Q,2] the fixed cell centres the queries start from (0..1), for the matching prior."""
-        return self.anchors[0, :, :2].sigmoid()
-
-    def forward(self, pixel_values, vision_levels, prompts):
-        """prompts [B,T,link] -> queries per layer [L][B,Q,d], box logits per layer, pixel feats [B,C,h,w]."""
-        b = pixel_values.shape[0]
-        levels = vision_levels.permute(0, 2, 1, 3).reshape(b, self.grid * self.grid, -1)
-        memory = self.mem_proj(levels) + self.mem_pos
-        prompt_tokens = self.prompt_proj(prompts)
-        t = prompt_tokens.shape[1]
-        fused = self.fuse(torch.cat([memory, prompt_tokens], dim=1))
-        memory, prompt_tokens = fused[:, :-t], fused[:, -t:]
-        pix = self.pix_proj(memory).transpose(1, 2).reshape(b, -1, self.grid, self.grid)
-        pix = self.pix_out(self.stem(pixel_values) + F.interpolate(pix, scale_factor=2.0, mode="nearest"))
-        box_logits = self.anchors.expand(b, -1, -1)
-        q = F.avg_pool2d(memory.transpose(1, 2).reshape(b, -1, self.grid, self.grid), 2).flatten(2).transpose(1, 2)
-        cross = torch.cat([memory, prompt_tokens], dim=1)
-        qs, boxes = [], []
-        for layer in self.layers:
-            q = layer(q, cross, self.anchor_pos(box_logits.sigmoid()))
-            box_logits = box_logits + self.box_head(q)
-            qs.append(q)
-            boxes.append(box_logits)
-        return qs, boxes, pix
-
-
-class PerceptionDecoder(nn.Module):
-    """Detection, instance segmentation and grounding for one class embedding per batch item.
-    pixel_values [B,3,H,W], vision_levels [B,3,P,Dv], class_embedding [B,link]
-    -> pred_logits [B,Q], pred_boxes [B,Q,4] (cx,cy,w,h in 0..1), pred_masks [B,Q,h,w] (logits)."""
-
-    def __init__(self, c: Config):
-        super().__init__()
-        d = c.dec_dim
-        self.core = DecoderCore(c)
-        self.q_score = nn.Linear(d, d)
-        self.c_score = nn.Linear(c.link_dim, d)
-        self.score_bias = nn.Parameter(torch.tensor(-4.0))
-        self.mask_embed = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, c.pixel_dim))
-        self.scale = 1 / math.sqrt(d)
-
-    def score(self, q, class_embedding):
-        return torch.einsum("bqd,bd->bq", self.q_score(q), self.c_score(class_embedding)) * self.scale + self.score_bias
-
-    def forward_all(self, pixel_values, vision_levels, class_embedding):
-        qs, boxes, pix = self.core(pixel_values, vision_levels, class_embedding[:, None])
-        logits = [self.score(q, class_embedding) for q in qs]
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(qs[-1]), pix)
-        return logits, boxes, masks, qs
-
-    def forward(self, pixel_values, vision_levels, class_embedding):
-        logits, boxes, masks, _ = self.forward_all(pixel_values, vision_levels, class_embedding)
-        return logits[-1], boxes[-1].sigmoid(), masks
-
-
-class PoseDecoder(nn.Module):
-    """UniPose's role: person_embedding [B,link] and keypoint_embeddings [B,K,link] ->
-    pred_logits [B,Q], pred_boxes [B,Q,4], pred_keypoints [B,Q,K,2] (x,y in 0..1), keypoint_scores [B,Q,K]."""
-
-    def __init__(self, c: Config):
-        super().__init__()
-        d = c.dec_dim
-        self.core = DecoderCore(c)
-        self.q_score = nn.Linear(d, d)
-        self.c_score = nn.Linear(c.link_dim, d)
-        self.score_bias = nn.Parameter(torch.tensor(-4.0))
-        self.kq = nn.Linear(d, c.pixel_dim)
-        self.kk = nn.Linear(c.link_dim, c.pixel_dim)
-        self.kmlp = nn.Sequential(nn.ReLU(), nn.Linear(c.pixel_dim, c.pixel_dim))
-        self.scale = 1 / math.sqrt(d)
-
-    def keypoint_heatmaps(self, q, keypoint_embeddings, pix):
-        """q [B,Q,d] -> heatmap logits [B,Q,K,h*w]."""
-        e = self.kmlp(self.kq(q)[:, :, None, :] + self.kk(keypoint_embeddings)[:, None, :, :])
-        return torch.einsum("bqkc,bcp->bqkp", e, pix.flatten(2))
-
-    def soft_argmax(self, heat, h, w):
-        prob = torch.softmax(heat, dim=-1)
-        ys = (torch.arange(h, dtype=heat.dtype) + 0.5) / h
-        xs = (torch.arange(w, dtype=heat.dtype) + 0.5) / w
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        x = (prob * gx.flatten()).sum(-1)
-        y = (prob * gy.flatten()).sum(-1)
-        return torch.stack([x, y], dim=-1), prob.max(dim=-1).values
-
-    def forward_all(self, pixel_values, vision_levels, person_embedding, keypoint_embeddings):
-        prompts = torch.cat([person_embedding[:, None], keypoint_embeddings], dim=1)
-        qs, boxes, pix = self.core(pixel_values, vision_levels, prompts)
-        logits = [torch.einsum("bqd,bd->bq", self.q_score(q), self.c_score(person_embedding)) * self.scale + self.score_bias for q in qs]
-        return logits, boxes, qs[-1], pix
-
-    def forward(self, pixel_values, vision_levels, person_embedding, keypoint_embeddings):
-        logits, boxes, q, pix = self.forward_all(pixel_values, vision_levels, person_embedding, keypoint_embeddings)
-        heat = self.keypoint_heatmaps(q, keypoint_embeddings, pix)
-        keypoints, scores = self.soft_argmax(heat, pix.shape[2], pix.shape[3])
-        return logits[-1], boxes[-1].sigmoid(), keypoints, scores
+# ---------------------------------------------------------------- task decoders (perception and pose: experts.py)
 
 
 def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
@@ -543,18 +411,23 @@ class VisionLLMv2Nano(nn.Module):
         self.pose_link = PerceptionLink(c)
         self.generation_link = GenerationLink(c)
         self.editing_link = GenerationLink(c)
-        self.perception_decoder = PerceptionDecoder(c)
-        self.pose_decoder = PoseDecoder(c)
+        # Pretrained standalone in stage 0 (pretrain.py) and loaded before stage 1; they share one trunk.
+        from .experts import PerceptionExpert, PoseExpert
+
+        self.perception_decoder = PerceptionExpert(c)
+        self.pose_decoder = PoseExpert(c, self.perception_decoder.backbone)
         self.generator = Denoiser(c, edit=False)
         self.editor = EditDenoiser(c)
 
     def groups(self) -> dict[str, list[nn.Module | nn.Parameter]]:
         return {
-            "encoders": [self.vision, self.projector, self.region],
+            "vision": [self.vision],  # pretrained in stage 0 with the experts, then frozen (CLIP's place)
+            "encoders": [self.projector, self.region],
             "llm": [self.llm],
             "queries": [self.perception_queries, self.pose_queries, self.generation_queries, self.editing_queries],
-            "decoders": [self.perception_link, self.pose_link, self.generation_link, self.editing_link,
-                         self.perception_decoder, self.pose_decoder, self.generator, self.editor],
+            "links": [self.perception_link, self.pose_link],
+            "experts": [self.perception_decoder, self.pose_decoder],
+            "decoders": [self.generation_link, self.editing_link, self.generator, self.editor],
         }
 
 

@@ -1,7 +1,8 @@
-"""One command from nothing to a bundle: tokenizer -> three-stage training -> ONNX export ->
-golden references -> evaluation and model card.
+"""One command from nothing to a bundle: stage-0 experts (unless pretrained ones are given) ->
+tokenizer -> three-stage training -> ONNX export -> golden references -> evaluation and model card.
 
-    /usr/bin/python3 -m model.nano.pipeline [--config full|smoke] [--minutes 80] [--out DIR]
+    /usr/bin/python3 -m model.nano.pipeline [--config full|smoke] [--minutes 90] [--out DIR]
+        [--experts model/experts/experts.pt] [--expert-minutes 25]
 """
 
 from __future__ import annotations
@@ -41,19 +42,30 @@ def main() -> None:
     parser.add_argument("--out", default="model/.runs/full", help="work folder: checkpoints, logs")
     parser.add_argument("--bundle", default=None, help="where to write the bundle (default: model/bundle for full)")
     parser.add_argument("--eval-scenes", type=int, default=500)
+    parser.add_argument("--experts", default="model/experts/experts.pt",
+                        help="pretrained stage-0 experts to start from; trained first (into OUT/experts) if missing")
+    parser.add_argument("--expert-minutes", type=float, default=25.0)
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    # One intra-op thread: measured on this 2-vCPU machine, a stage-2 step takes 0.7-1.9 s with one
-    # thread and 1.4-3.0 s with two (the batches are too small to split; the threads stall at every
-    # barrier). The sample generator runs in its own process and uses the other core.
-    torch.set_num_threads(1)
+    # Two intra-op threads with OpenBLAS held to one (set before torch loads: model/nano/__main__ and
+    # the npm scripts do): OpenBLAS's own pthreads ignore set_num_threads and oversubscribe the cores.
+    torch.set_num_threads(args.threads)
     smoke = args.config == "smoke"
     os.makedirs(args.out, exist_ok=True)
+    experts = args.experts
+    if smoke or not os.path.exists(experts):
+        from .pretrain import train_experts
+
+        experts_dir = os.path.join(args.out, "experts")
+        train_experts(experts_dir, SMOKE if smoke else Config(), args.expert_minutes, batch_size=4 if smoke else 24,
+                      max_steps=3 if smoke else 100_000)
+        experts = os.path.join(experts_dir, "experts.pt")
     tok = build_tokenizer(os.path.join(args.out, "tokenizer.json"), 320 if smoke else 640, 400 if smoke else 6000)
     base = SMOKE if smoke else Config()
     cfg = Config(**{**base.to_dict(), "vocab_size": tok.size})
     recipe = smoke_recipe() if smoke else full_recipe(args.minutes)
     started = time.time()
-    model = train(args.out, cfg, recipe, tok)
+    model = train(args.out, cfg, recipe, tok, experts)
     print(f"training took {(time.time() - started) / 60:.1f} min")
     import json
 

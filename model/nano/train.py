@@ -1,7 +1,10 @@
 """Three-stage training (paper's recipe, shrunk), one task family per batch, losses summed unweighted.
 
-Stage 1 "chat": encoders, projector, region encoder and LLM on questions, regions, chat.
-Stage 2 "multi-capacity": decoders and super-link queries join; the LLM is tuned lightly (low LR).
+Stage 0 (pretrain.py) trains the vision encoder and the perception and pose experts standalone; they
+arrive here pretrained and the vision encoder stays frozen.
+Stage 1 "chat": projector, region encoder, LLM and super-link projections on questions, regions, chat,
+and the link's alignment to the experts' phrase encoder on perception requests (no decoder runs).
+Stage 2 "multi-capacity": every decoder's losses join; experts tuned lightly (low LR).
 Stage 3 "decoders": everything frozen except decoders, super-link projections and query tables.
 Checkpoints every `checkpoint_every` steps; rerunning resumes from the last one.
 """
@@ -21,7 +24,9 @@ from tqdm import tqdm
 
 from . import batching as B
 from . import losses as L
+from . import pretrain as P
 from . import tasks as T
+from .experts import PhraseEncoder
 from .model import Config, VisionLLMv2Nano
 from .tokenizer import Tokenizer
 
@@ -44,28 +49,30 @@ class Recipe:
     extra: dict = field(default_factory=dict)
 
 
-DECODER_FAMILIES = {"detection": 0.22, "segmentation": 0.16, "grounding": 0.2, "pose": 0.16, "generation": 0.13, "editing": 0.13}
+DECODER_FAMILIES = {"detection": 0.2, "segmentation": 0.14, "grounding": 0.22, "pose": 0.16, "generation": 0.14, "editing": 0.14}
+PERCEPTION_FAMILIES = {"detection": 0.08, "segmentation": 0.05, "grounding": 0.1, "pose": 0.07}
 
 
 def full_recipe(minutes: float = 90) -> Recipe:
-    # Stage 2 carries most of the budget, with the encoders and LLM at a learning rate high enough to
-    # move: the decoders' gradients are what teach the image encoder where objects are, and questions
-    # (counting, colours) need that as much as detection does.
+    # The experts arrive pretrained (stage 0), so stage 1 teaches the LLM to chat and to say what the
+    # experts' phrase encoder said (the link alignment needs no decoder run, so it is cheap); stage 2
+    # adds the decoders' own losses end to end; stage 3 tunes links, queries and decoders alone.
     return Recipe([
-        Stage("1-chat", {"questions": 0.5, "region": 0.25, "chat": 0.1, "multi_turn": 0.15}, 6000, minutes * 0.25,
-              {"encoders": 1e-3, "llm": 1e-3, "queries": 1e-3}),
-        Stage("2-multi-capacity", {"questions": 0.15, "region": 0.08, "chat": 0.02, "multi_turn": 0.05, **{k: v * 0.7 for k, v in DECODER_FAMILIES.items()}},
-              12000, minutes * 0.55, {"encoders": 5e-4, "llm": 5e-4, "queries": 1e-3, "decoders": 1e-3}),
-        Stage("3-decoders", DECODER_FAMILIES, 6000, minutes * 0.2, {"queries": 5e-4, "decoders": 5e-4}),
+        Stage("1-chat", {"questions": 0.35, "region": 0.2, "chat": 0.05, "multi_turn": 0.1, **PERCEPTION_FAMILIES}, 20000, minutes * 0.35,
+              {"encoders": 1e-3, "llm": 1e-3, "queries": 1e-3, "links": 1e-3}),
+        Stage("2-multi-capacity", {"questions": 0.2, "region": 0.12, "chat": 0.02, "multi_turn": 0.05, **{k: v * 0.6 for k, v in DECODER_FAMILIES.items()}},
+              20000, minutes * 0.45, {"encoders": 3e-4, "llm": 3e-4, "queries": 1e-3, "links": 1e-3, "experts": 1e-4, "decoders": 1e-3}),
+        Stage("3-decoders", DECODER_FAMILIES, 10000, minutes * 0.2, {"queries": 5e-4, "links": 5e-4, "experts": 5e-5, "decoders": 5e-4}),
     ])
 
 
 def smoke_recipe() -> Recipe:
     fams = {k: 1.0 for k in T.FAMILIES}
     return Recipe([
-        Stage("1-chat", {"questions": 1.0, "chat": 1.0}, 2, 5, {"encoders": 1e-3, "llm": 1e-3}, batch_size=2),
-        Stage("2-multi-capacity", fams, 10, 5, {"encoders": 1e-4, "llm": 1e-4, "queries": 1e-3, "decoders": 1e-3}, batch_size=2),
-        Stage("3-decoders", DECODER_FAMILIES, 3, 5, {"queries": 1e-3, "decoders": 1e-3}, batch_size=2),
+        Stage("1-chat", {"questions": 1.0, "chat": 1.0, "detection": 1.0, "pose": 1.0}, 2, 5, {"encoders": 1e-3, "llm": 1e-3, "links": 1e-3}, batch_size=2),
+        Stage("2-multi-capacity", fams, 10, 5, {"encoders": 1e-4, "llm": 1e-4, "queries": 1e-3, "links": 1e-3, "experts": 1e-4, "decoders": 1e-3},
+              batch_size=2),
+        Stage("3-decoders", DECODER_FAMILIES, 3, 5, {"queries": 1e-3, "links": 1e-3, "decoders": 1e-3}, batch_size=2),
     ], checkpoint_every=5)
 
 
@@ -87,55 +94,104 @@ class SampleStream(torch.utils.data.IterableDataset):
             yield family, [T.FAMILIES[family](rng) for _ in range(self.batch_size)]
 
 
-def decoder_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward) -> dict[str, torch.Tensor]:
-    """Runs every decoder that the batch's routing groups call, with their targets."""
-    cfg = model.c
-    out: dict[str, torch.Tensor] = {}
-    perception, pose_person, pose_kp, gen, edit = [], [], [], [], []
+ALIGN_WEIGHT = 2.0
+
+
+def link_alignment(emb: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Distance of link embeddings to the removed phrase encoder's, relative to the teacher's scale: the
+    link takes the text encoder's place, so it learns to say what the encoder said (a departure from
+    the paper, which has only the decoder losses; it is what lets the experts work from the first step)."""
+    return ALIGN_WEIGHT * F.mse_loss(emb, teacher) / teacher.pow(2).mean().clamp(min=1e-6)
+
+
+@dataclass
+class Routed:
+    """The batch's routing groups by the decoder they call: (group index, sample, call) each."""
+
+    perception: list = field(default_factory=list)
+    pose_person: list = field(default_factory=list)
+    pose_kp: list = field(default_factory=list)
+    gen: list = field(default_factory=list)
+    edit: list = field(default_factory=list)
+
+
+def route(batch: B.Batch) -> Routed:
+    routed = Routed()
     call_index: dict[int, int] = {}
     for gi, (b, _, _) in enumerate(batch.groups):
         k = call_index.get(b, 0)
         call_index[b] = k + 1
         call = batch.samples[b].calls[k]
-        entry = (gi, b, call)
-        {"det": perception, "seg": perception, "grd": perception, "pose_person": pose_person, "pose_kp": pose_kp,
-         "gen": gen, "edit": edit}[call.kind].append(entry)
-    if perception and fwd.levels is not None and batch.images is not None:
-        emb = model.perception_link(torch.stack([fwd.query_states[gi] for gi, _, _ in perception]))
-        rows = torch.tensor([batch.image_of_sample[b] for _, b, _ in perception])
-        logits, boxes, masks, _ = model.perception_decoder.forward_all(batch.images[rows], fwd.levels[rows], emb)
-        tboxes, tmasks = [], []
-        for _, b, call in perception:
-            s = batch.samples[b]
-            assert s.scene is not None
-            tboxes.append(torch.tensor([B.box_cxcywh(s.scene.objects[i].box) for i in call.targets], dtype=torch.float32).reshape(-1, 4))
-            m = torch.from_numpy(np.stack([s.masks[i] for i in call.targets]).astype(np.float32)) if call.targets else torch.zeros(0, 128, 128)
-            tmasks.append(F.adaptive_avg_pool2d(m[None], masks.shape[-1])[0] if len(m) else m[:, :32, :32])
-        out["perception"], _ = L.set_loss(logits, boxes, tboxes, masks, tmasks, model.perception_decoder.core.anchor_centres())
-    if pose_person and fwd.levels is not None and batch.images is not None:
-        person = model.perception_link(torch.stack([fwd.query_states[gi] for gi, _, _ in pose_person]))
-        kp_states = {}
-        for gi, b, _ in pose_kp:
+        kind = "perception" if call.kind in ("det", "seg", "grd") else call.kind
+        getattr(routed, kind).append((gi, b, call))
+    return routed
+
+
+def link_embeddings(model: VisionLLMv2Nano, fwd: B.Forward, routed: Routed):
+    """Perception class embeddings [G,link], pose person [P,link] and keypoints [P,K,link]."""
+    cfg = model.c
+    perception = model.perception_link(torch.stack([fwd.query_states[gi] for gi, _, _ in routed.perception])) if routed.perception else None
+    person = kps = None
+    if routed.pose_person:
+        person = model.perception_link(torch.stack([fwd.query_states[gi] for gi, _, _ in routed.pose_person]))
+        kp_states: dict[int, list] = {}
+        for gi, b, _ in routed.pose_kp:
             kp_states.setdefault(b, []).append(fwd.query_states[gi])
-        kps = model.pose_link(torch.stack([torch.stack(kp_states[b]) for _, b, _ in pose_person]).flatten(0, 1)).reshape(len(pose_person), -1, cfg.link_dim)
-        rows = torch.tensor([batch.image_of_sample[b] for _, b, _ in pose_person])
-        logits, boxes, q, pix = model.pose_decoder.forward_all(batch.images[rows], fwd.levels[rows], person, kps)
-        tboxes, tkps = [], []
-        for _, b, call in pose_person:
-            s = batch.samples[b]
-            assert s.scene is not None
-            tboxes.append(torch.tensor([B.box_cxcywh(s.scene.objects[i].box) for i in call.targets], dtype=torch.float32).reshape(-1, 4))
-            tkps.append(torch.tensor([s.scene.objects[i].keypoints for i in call.targets], dtype=torch.float32).reshape(-1, cfg.num_keypoints, 2) / 128)
-        loss, matches = L.set_loss(logits, boxes, tboxes, anchors=model.pose_decoder.core.anchor_centres())
-        h, w = pix.shape[-2:]
-        for g, (rws, cols) in enumerate(matches):
-            if len(rws):
-                heat = model.pose_decoder.keypoint_heatmaps(q[g : g + 1, rws], kps[g : g + 1], pix[g : g + 1])[0]
-                xy, _ = model.pose_decoder.soft_argmax(heat, h, w)
-                loss = loss + L.keypoint_loss(heat, xy, tkps[g][cols], h, w)
-        out["pose"] = loss
-    for name, entries, link, denoiser in (("generation", gen, model.generation_link, model.generator),
-                                          ("editing", edit, model.editing_link, model.editor)):
+        stacked = torch.stack([torch.stack(kp_states[b]) for _, b, _ in routed.pose_person]).flatten(0, 1)
+        kps = model.pose_link(stacked).reshape(len(routed.pose_person), -1, cfg.link_dim)
+    return perception, person, kps
+
+
+def alignment_losses(teacher: PhraseEncoder, routed: Routed, perception, person, kps) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        if perception is not None:
+            target = teacher([c.phrase for _, _, c in routed.perception])
+        if person is not None:
+            names = teacher(["person"] + P.KEYPOINT_PHRASES)
+    if perception is not None:
+        out["align"] = link_alignment(perception, target)
+    if person is not None and kps is not None:
+        pose = link_alignment(person, names[:1].expand_as(person)) + link_alignment(kps, names[1:][None].expand_as(kps))
+        out["align"] = out["align"] + pose if "align" in out else pose
+    return out
+
+
+def super_link_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward, teacher: PhraseEncoder | None,
+                      decoders: bool) -> dict[str, torch.Tensor]:
+    """The link's alignment to the phrase encoder it replaces (when a teacher is given) and, with
+    `decoders`, every decoder that the batch's routing groups call, on their targets."""
+    routed = route(batch)
+    perception, person, kps = link_embeddings(model, fwd, routed)
+    out = alignment_losses(teacher, routed, perception, person, kps) if teacher is not None else {}
+    if decoders:
+        out.update(decoder_losses(model, batch, fwd, routed, perception, person, kps))
+    return out
+
+
+def decoder_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward, routed: Routed, perception, person, kps) -> dict[str, torch.Tensor]:
+    cfg = model.c
+    out: dict[str, torch.Tensor] = {}
+    images, levels = batch.images, fwd.levels
+    if images is None or levels is None:
+        images = levels = None
+    elif perception is not None or person is not None:
+        base = model.perception_decoder.backbone(images, levels)
+    if perception is not None and images is not None:
+        feats = model.perception_decoder.features(images, levels, base)
+        rows = torch.tensor([batch.image_of_sample[b] for _, b, _ in routed.perception])
+        targets = [P.perception_target(batch.samples[b].scene, batch.samples[b].masks, call.targets) for _, b, call in routed.perception]
+        out["perception"] = P.perception_loss(model.perception_decoder, feats, rows, perception, targets)
+        used = sorted(set(rows.tolist()))
+        samples = {batch.image_of_sample[b]: batch.samples[b] for _, b, _ in routed.perception}
+        foreground = np.stack([P.mask_target(samples[r].masks, list(range(len(samples[r].masks)))) for r in used])
+        out["perception"] = out["perception"] + P.foreground_loss(model.perception_decoder, (feats[0][used], feats[1][used]), foreground)
+    if person is not None and kps is not None and images is not None:
+        rows = torch.tensor([batch.image_of_sample[b] for _, b, _ in routed.pose_person])
+        targets = [P.pose_target(batch.samples[b].scene) for _, b, _ in routed.pose_person]
+        out["pose"] = P.pose_loss(model.pose_decoder, base, rows, person, kps, targets)
+    for name, entries, link, denoiser in (("generation", routed.gen, model.generation_link, model.generator),
+                                          ("editing", routed.edit, model.editing_link, model.editor)):
         if not entries:
             continue
         cond = link(torch.stack([fwd.query_states[gi] for gi, _, _ in entries]))
@@ -151,7 +207,8 @@ def decoder_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward) -> di
 def make_optimizer(model: VisionLLMv2Nano, stage: Stage) -> torch.optim.Optimizer:
     groups = []
     for name, members in model.groups().items():
-        params = [p for m in members for p in ([m] if isinstance(m, torch.nn.Parameter) else m.parameters())]
+        # dict.fromkeys: the experts share one backbone, whose parameters must enter the optimizer once.
+        params = list(dict.fromkeys(p for m in members for p in ([m] if isinstance(m, torch.nn.Parameter) else m.parameters())))
         train = name in stage.lr
         for p in params:
             p.requires_grad_(train)
@@ -160,12 +217,28 @@ def make_optimizer(model: VisionLLMv2Nano, stage: Stage) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, weight_decay=0.01)
 
 
-def train(out_dir: str, cfg: Config, recipe: Recipe, tok: Tokenizer, log=print) -> VisionLLMv2Nano:
+def start_from_experts(model: VisionLLMv2Nano, experts_path: str, log=print) -> PhraseEncoder:
+    """Loads the stage-0 experts (vision encoder, perception and pose experts) into a fresh model, as
+    the paper starts from released CLIP, Grounding DINO and UniPose weights; returns the phrase encoder
+    the super link replaces, frozen, as the link's teacher."""
+    experts = P.load_experts(experts_path, model.c)
+    model.vision.load_state_dict(experts.vision.state_dict())
+    model.perception_decoder.load_state_dict(experts.perception.state_dict())
+    model.pose_decoder.load_state_dict(experts.pose.state_dict())
+    log(f"experts loaded from {experts_path}")
+    teacher = experts.phrases.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def train(out_dir: str, cfg: Config, recipe: Recipe, tok: Tokenizer, experts_path: str, log=print) -> VisionLLMv2Nano:
     torch.manual_seed(recipe.seed)
     os.makedirs(out_dir, exist_ok=True)
     ckpt_path = os.path.join(out_dir, "checkpoint.pt")
     model = VisionLLMv2Nano(cfg)
     state = {"stage": 0, "step": 0, "history": [], "elapsed": 0.0}
+    teacher = start_from_experts(model, experts_path, log)
     if os.path.exists(ckpt_path):
         saved = torch.load(ckpt_path)
         model.load_state_dict(saved["model"])
@@ -196,8 +269,9 @@ def train(out_dir: str, cfg: Config, recipe: Recipe, tok: Tokenizer, log=print) 
             batch = B.collate(tok, cfg, samples)
             fwd = B.forward(model, tok, batch)
             parts = {"lm": fwd.lm_loss} if "llm" in stage.lr else {}
-            if "decoders" in stage.lr:
-                parts.update(decoder_losses(model, batch, fwd))
+            if "links" in stage.lr or "decoders" in stage.lr:
+                parts.update(super_link_losses(model, batch, fwd, teacher if "links" in stage.lr else None,
+                                               decoders="experts" in stage.lr or "decoders" in stage.lr))
             if not parts:
                 continue
             loss = sum(parts.values())  # the paper sums task losses without weights
