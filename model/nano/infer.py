@@ -138,7 +138,9 @@ class Runner:
                 text_so_far = tok.decode(out_ids[:-1]).rstrip("\ufffd")
                 groups.append(Group(routing, label_before(text_so_far), hidden[1:]))
             next_logits = logits[-1]
-        result = Result(out_ids, tok.decode(out_ids), groups, first_logits)
+        # The template puts a space between "ASSISTANT:" and the answer; it belongs to the template, not
+        # to the answer (the runtime drops it too).
+        result = Result(out_ids, tok.decode(out_ids).lstrip(), groups, first_logits)
         if run_decoders:
             self.run_decoders(result, pixels, levels, image, seed)
         return result
@@ -186,7 +188,7 @@ def postprocess_detections(logits, boxes, masks, top1: bool, size: int = 128) ->
     for q in keep:
         cx, cy, w, h = (boxes[q] * size).tolist()
         mask = F.interpolate(masks[q][None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0] > MASK_THRESHOLD
-        out.append({"score": float(scores[q]), "box": [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], "mask": mask.numpy()})
+        out.append({"score": float(scores[q]), "box": clip_box(cx, cy, w, h, size), "mask": mask.numpy()})
     return out
 
 
@@ -197,9 +199,14 @@ def postprocess_pose(logits, boxes, keypoints, kp_scores, size: int = 128) -> li
         if scores[q] < SCORE_THRESHOLD:
             break
         cx, cy, w, h = (boxes[q] * size).tolist()
-        out.append({"score": float(scores[q]), "box": [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2],
-                    "keypoints": (keypoints[q] * size).tolist(), "keypoint_scores": kp_scores[q].tolist()})
+        out.append({"score": float(scores[q]), "box": clip_box(cx, cy, w, h, size),
+                    "keypoints": (keypoints[q] * size).clamp(0, size).tolist(), "keypoint_scores": kp_scores[q].tolist()})
     return out
+
+
+def clip_box(cx: float, cy: float, w: float, h: float, size: int) -> list[float]:
+    """cxcywh in pixels -> [x0, y0, x1, y1] inside the image, as the runtime reports it."""
+    return [min(max(v, 0.0), float(size)) for v in (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)]
 
 
 def initial_noise(seed: int, res: int) -> torch.Tensor:

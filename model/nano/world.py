@@ -1,4 +1,4 @@
-"""The nano world (../shared/NANO_WORLD.md, v1): seedable scenes, renderer and ground truth.
+"""The nano world (docs/NANO_WORLD.md, v1): seedable scenes, renderer and ground truth.
 
 This module is the single source of truth for scenes inside the project: training data, golden
 references, evaluation and the TypeScript test fixtures all come from `sample_scene` + `render`.

@@ -1,0 +1,162 @@
+"""The model card's evaluation, asked through the running stack's public API instead of PyTorch.
+
+    npm start   # in another terminal: prints the URL and an API key
+    /usr/bin/python3 -m model.nano.api_eval --url http://127.0.0.1:8787 --key vl_... [--scenes 40]
+        [--families questions,detection] [--split heldout]
+
+Every request goes as a user would send it: the scene as a PNG data URL, the held-out wording as
+text, regions as PNG masks, to `POST /v1/chat` (the native event stream). Text deltas, detections
+(masks decoded from their run lengths), keypoints and images are read back from the events and
+judged by the same code that writes the model card (`evaluate.Evaluator`), on the same seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from .evaluate import BARS, Evaluator, evaluate_family
+
+REGION_MARK = "<reg>region1<region></reg>"
+
+
+def png_data_url(pixels: np.ndarray) -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def decode_rle(mask: dict) -> np.ndarray:
+    """The wire's run lengths over row-major pixels, starting with zeros -> bool [h,w]."""
+    flat = np.zeros(mask["width"] * mask["height"], dtype=bool)
+    offset, value = 0, False
+    for run in mask["counts"]:
+        if value:
+            flat[offset : offset + run] = True
+        offset += run
+        value = not value
+    return flat.reshape(mask["height"], mask["width"])
+
+
+def content_parts(question: str, image: np.ndarray | None, regions: list[np.ndarray] | None) -> list[dict]:
+    """The user turn as content parts: the image, then text with each region mark as a region part."""
+    parts: list[dict] = []
+    if image is not None:
+        parts.append({"type": "image_url", "image_url": {"url": png_data_url(image)}})
+    pieces = question.split(REGION_MARK)
+    for i, piece in enumerate(pieces):
+        if piece.strip():
+            parts.append({"type": "text", "text": piece.strip()})
+        if i < len(pieces) - 1 and regions:
+            mask = (regions[min(i, len(regions) - 1)].astype(np.uint8) * 255)
+            parts.append({"type": "region", "region": {"mask": png_data_url(mask)}})
+    return parts
+
+
+@dataclass
+class ApiResult:
+    text: str = ""
+    detections: list[dict] = field(default_factory=list)
+    poses: list[dict] = field(default_factory=list)
+    images: list[np.ndarray] = field(default_factory=list)
+
+
+def read_events(response) -> list[dict]:
+    """Server-sent events -> their JSON payloads, in order."""
+    events, data = [], []
+    for raw in response:
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                events.append(json.loads("\n".join(data)))
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+    if data:
+        events.append(json.loads("\n".join(data)))
+    return events
+
+
+def collect(events: list[dict]) -> ApiResult:
+    out = ApiResult()
+    for e in events:
+        if e["type"] == "text-delta":
+            out.text += e["delta"]
+        elif e["type"] == "detections":
+            items = [{"score": d["score"], "box": d["box"], **({"mask": decode_rle(d["mask"])} if "mask" in d else {})} for d in e["items"]]
+            out.detections.append({"label": e["label"], "items": items})
+        elif e["type"] == "keypoints":
+            out.poses += [{"score": p["score"], "box": p["box"], "keypoints": [[k["x"], k["y"]] for k in p["keypoints"]]} for p in e["items"]]
+        elif e["type"] == "image":
+            out.images.append(np.array(Image.open(io.BytesIO(base64.b64decode(e["png_base64"]))).convert("RGB")))
+        elif e["type"] == "error":
+            raise RuntimeError(f"stream error {e['code']}: {e['message']}")
+    return out
+
+
+class ApiRunner:
+    """Runner.generate's signature, answered by the public API (greedy, as the reference runtime)."""
+
+    def __init__(self, url: str, key: str, model: str = "visionllm-v2-nano"):
+        self.url = url.rstrip("/") + "/v1/chat"
+        self.key = key
+        self.model = model
+
+    def generate(self, turns, image=None, regions=None, max_new_tokens: int = 200, seed: int = 0, run_decoders: bool = True) -> ApiResult:
+        question = turns[-1][0].replace("<image>\n", "")
+        body = {"model": self.model, "temperature": 0, "seed": seed, "max_tokens": max_new_tokens,
+                "messages": [{"role": "user", "content": content_parts(question, image, regions)}]}
+        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
+                                         headers={"authorization": f"Bearer {self.key}", "content-type": "application/json"})
+        for attempt in range(5):
+            try:
+                with urllib.request.urlopen(request, timeout=300) as response:
+                    return collect(read_events(response))
+            except urllib.error.HTTPError as error:
+                if error.code not in (429, 503) or attempt == 4:
+                    raise RuntimeError(f"{error.code}: {error.read().decode()[:300]}") from error
+                time.sleep(float(error.headers.get("retry-after") or 1))
+        raise RuntimeError("unreachable")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default="http://127.0.0.1:8787")
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--scenes", type=int, default=40)
+    parser.add_argument("--families", default=",".join(BARS))
+    parser.add_argument("--split", choices=["heldout", "train"], default="heldout")
+    parser.add_argument("--card", default="model/bundle/card/eval.json", help="the card's figures, printed beside")
+    args = parser.parse_args()
+    card = {}
+    try:
+        with open(args.card) as f:
+            card = json.load(f)["results"][args.split]
+    except (OSError, KeyError, json.JSONDecodeError):
+        pass
+    ev = Evaluator(ApiRunner(args.url, args.key), args.split)  # type: ignore[arg-type]
+    print(f"{'family':<14} {'api':>6} {'card':>6} {'diff':>6}  ({args.scenes} scenes, {args.split} wordings, {args.url})")
+    worst = 0.0
+    for family in args.families.split(","):
+        started = time.time()
+        value, _ = evaluate_family(ev, family, args.scenes, None)
+        ref = card.get(family)
+        diff = abs(value - ref) if ref is not None else float("nan")
+        worst = max(worst, diff if ref is not None else 0.0)
+        print(f"{family:<14} {value:6.3f} {ref if ref is not None else float('nan'):6.3f} {diff:6.3f}  ({time.time() - started:.0f} s)", flush=True)
+    print(f"largest difference from the card: {worst:.3f}")
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
