@@ -16,7 +16,7 @@ import { finishEdited, finishGenerated } from "../src/postprocess/image";
 import { boxMask, pointMask } from "../src/postprocess/regions";
 import { resizeBilinear } from "../src/postprocess/resize";
 import { decodeImage, toLowResolution, toPixelValues } from "../src/preprocess/image";
-import { StreamingDetokenizer } from "../src/text/detokenizer";
+import { appendText, StreamingDetokenizer } from "../src/text/detokenizer";
 
 /** Pure parts of the runner, with hand-built tensors. */
 
@@ -42,6 +42,28 @@ describe("postprocessing", () => {
   it("turns normalised cx,cy,w,h into pixel boxes of the input image", () => {
     expect(toPixelBox(Float32Array.of(0.5, 0.25, 0.5, 0.5), 0, { width: 200, height: 100 })).toEqual([
       50, 0, 150, 50,
+    ]);
+  });
+
+  it("clips boxes and keypoints to the image (a box never ends below a 128-pixel image)", () => {
+    const [x0, y0, x1, y1] = toPixelBox(Float32Array.of(0.5, 0.9, 0.4, 0.4), 0, { width: 128, height: 128 });
+    expect([x0, y0, x1].map((v) => Math.round(v * 10) / 10)).toEqual([38.4, 89.6, 89.6]);
+    expect(y1).toBe(128);
+    const [pose] = postprocessPoses(
+      {
+        logits: Float32Array.of(3),
+        boxes: Float32Array.of(0.05, 0.5, 0.2, 0.2),
+        keypoints: Float32Array.of(-0.1, 0.5, 0.5, 1.2),
+        keypointScores: Float32Array.of(1, 1),
+      },
+      ["head", "neck"],
+      { width: 100, height: 50 },
+      0.3,
+    );
+    expect(pose?.box[0]).toBe(0);
+    expect(pose?.keypoints.map((k) => [k.x, k.y])).toEqual([
+      [0, 25],
+      [50, 50],
     ]);
   });
 
@@ -174,6 +196,12 @@ describe("sampling", () => {
 });
 
 describe("streaming detokenisation", () => {
+  it("drops the template's space before an answer, and only there", () => {
+    let answer = "";
+    for (const piece of [" ", " Yes,", " here", "  are"]) answer = appendText(answer, piece);
+    expect(answer).toBe("Yes, here  are");
+  });
+
   it("never emits a broken character, whatever the token boundaries", () => {
     const bytesOf = (ids: readonly number[]) => new Uint8Array(ids);
     const decode = (ids: readonly number[]) => new TextDecoder().decode(bytesOf(ids));

@@ -22,7 +22,7 @@ import {
   toLowResolution,
   toPixelValues,
 } from "../preprocess/image";
-import { StreamingDetokenizer } from "../text/detokenizer";
+import { appendText, StreamingDetokenizer } from "../text/detokenizer";
 import { type ImageFeatures, type KVCache, need, type VisionLLM } from "./visionllm";
 
 /**
@@ -367,7 +367,7 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
       }
       if (tok.isSpecial(token)) continue;
       textIds.push(token);
-      visible += detok.push(token);
+      visible = appendText(visible, detok.push(token));
       const cut = findStop(visible, input.sampling.stop);
       if (cut >= 0) {
         visible = visible.slice(0, cut);
@@ -389,7 +389,7 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
   if (finish !== "canceled") {
     if (finish === "length" || finish === "stop") {
       const rest = detok.flush();
-      if (rest && findStop(visible + rest, input.sampling.stop) < 0) visible += rest;
+      if (rest && findStop(visible + rest, input.sampling.stop) < 0) visible = appendText(visible, rest);
       if (visible.length > emitted) yield { type: "text-delta", delta: visible.slice(emitted) };
     }
     yield* runPending();

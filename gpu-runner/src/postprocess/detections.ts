@@ -13,7 +13,9 @@ export interface ImageGeometry {
 
 const sigmoid = (x: number) => 1 / (1 + Math.exp(-x));
 
-/** cx, cy, w, h in 0..1 -> [x0, y0, x1, y1] in pixels of the input image. */
+const clamp = (v: number, hi: number) => Math.min(Math.max(v, 0), hi);
+
+/** cx, cy, w, h in 0..1 -> [x0, y0, x1, y1] in pixels of the input image, clipped to the image. */
 export function toPixelBox(
   boxes: Float32Array,
   q: number,
@@ -24,10 +26,10 @@ export function toPixelBox(
   const w = boxes[q * 4 + 2] ?? 0;
   const h = boxes[q * 4 + 3] ?? 0;
   return [
-    (cx - w / 2) * image.width,
-    (cy - h / 2) * image.height,
-    (cx + w / 2) * image.width,
-    (cy + h / 2) * image.height,
+    clamp((cx - w / 2) * image.width, image.width),
+    clamp((cy - h / 2) * image.height, image.height),
+    clamp((cx + w / 2) * image.width, image.width),
+    clamp((cy + h / 2) * image.height, image.height),
   ];
 }
 
@@ -90,8 +92,8 @@ export function postprocessPoses(
     box: toPixelBox(t.boxes, q, image),
     keypoints: names.map((name, j) => ({
       name,
-      x: (t.keypoints[(q * k + j) * 2] ?? 0) * image.width,
-      y: (t.keypoints[(q * k + j) * 2 + 1] ?? 0) * image.height,
+      x: clamp((t.keypoints[(q * k + j) * 2] ?? 0) * image.width, image.width),
+      y: clamp((t.keypoints[(q * k + j) * 2 + 1] ?? 0) * image.height, image.height),
       score: t.keypointScores[q * k + j] ?? 0,
     })),
   }));

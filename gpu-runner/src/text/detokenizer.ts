@@ -46,3 +46,12 @@ export class StreamingDetokenizer {
     return delta;
   }
 }
+
+/**
+ * Appends decoded text to an answer. The chat template puts a space between "ASSISTANT:" and the
+ * answer, and the answer's first token carries it: it belongs to the template, so an answer never
+ * starts with whitespace.
+ */
+export function appendText(answer: string, piece: string): string {
+  return answer.length === 0 ? piece.trimStart() : answer + piece;
+}
