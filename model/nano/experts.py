@@ -158,8 +158,9 @@ class PerceptionExpert(nn.Module):
     (peaks only), pred_boxes [B,Q,4] (cx,cy,w,h in 0..1), pred_masks [B,Q,64,64] (logits); Q = 256 cells.
     The phrase decides which cells score; a query's mask is the image's foreground inside its box."""
 
-    def __init__(self, c: Config, width: int = 96):
+    def __init__(self, c: Config):
         super().__init__()
+        width = c.expert_width
         self.grid = c.grid
         self.backbone = Backbone(c, width)
         self.cond = Conditioned(c, width)
@@ -199,8 +200,9 @@ class PoseExpert(nn.Module):
 
     SIGMA = 0.05  # the refinement window around each regressed keypoint (6.4 px)
 
-    def __init__(self, c: Config, backbone: Backbone, width: int = 96):
+    def __init__(self, c: Config, backbone: Backbone):
         super().__init__()
+        width = c.expert_width
         self.grid = c.grid
         self.k = c.num_keypoints
         # Shared with the perception expert (one trunk, two heads, as DINO-family models share a

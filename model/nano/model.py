@@ -32,13 +32,13 @@ class Config:
     perception_queries: int = 4
     gen_queries: int = 16
     link_dim: int = 256
-    dec_dim: int = 96
-    dec_layers: int = 2
-    pixel_dim: int = 64
+    expert_width: int = 96  # channels of the perception and pose experts (experts.py)
     num_keypoints: int = 11
     gen_res: int = 32
     gen_dim: int = 128
-    gen_channels: tuple[int, int, int] = (32, 64, 128)
+    # Smaller than before the experts joined (32, 64, 128): the bundle must stay under 40 MB, and the
+    # 32 px generator is a placeholder until the image experts replace it.
+    gen_channels: tuple[int, int, int] = (24, 48, 96)
 
     @property
     def grid(self) -> int:
@@ -53,7 +53,7 @@ class Config:
 
 
 SMOKE = Config(vit_dim=32, vit_layers=3, vit_heads=2, llm_dim=64, llm_layers=2, llm_heads=2, llm_ffn=128, link_dim=64,
-               dec_dim=32, dec_layers=1, pixel_dim=16, gen_dim=32, gen_channels=(8, 16, 32))
+               expert_width=32, gen_dim=32, gen_channels=(8, 16, 32))
 
 
 class Block(nn.Module):

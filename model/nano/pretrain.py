@@ -390,7 +390,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=25.0)
     parser.add_argument("--out", default="model/.runs/experts")
     parser.add_argument("--eval-scenes", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--publish", default=None, metavar="DIR",
+                        help="also write the weights alone and the figures there (model/experts: what the recipe starts from)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     smoke = args.config == "smoke"
@@ -401,8 +403,13 @@ def main() -> None:
     figures = evaluate_experts(experts, 5 if smoke else args.eval_scenes)
     state = torch.load(os.path.join(args.out, "experts.pt"))["state"]
     figures.update({"steps": state["step"], "minutes": state["elapsed"] / 60, "this_run_minutes": trained / 60})
-    with open(os.path.join(args.out, "experts.json"), "w") as f:
-        json.dump(figures, f, indent=1)
+    for folder in [args.out] + ([args.publish] if args.publish else []):
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, "experts.json"), "w") as f:
+            json.dump(figures, f, indent=1)
+    if args.publish:
+        torch.save({"experts": experts.state_dict(), "state": {k: v for k, v in state.items() if k != "history"}},
+                   os.path.join(args.publish, "experts.pt"))
     print(json.dumps(figures, indent=1))
 
 

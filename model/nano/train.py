@@ -252,7 +252,8 @@ def train(out_dir: str, cfg: Config, recipe: Recipe, tok: Tokenizer, experts_pat
             if saved.get("optimizer"):
                 optimizer.load_state_dict(saved["optimizer"])
         stream = torch.utils.data.DataLoader(SampleStream(stage.families, stage.batch_size, recipe.seed * 1000 + si * 100 + state["step"]),
-                                             batch_size=None, num_workers=1, prefetch_factor=4, persistent_workers=False)
+                                             batch_size=None, num_workers=1, prefetch_factor=4, persistent_workers=False,
+                                             worker_init_fn=P.quiet_worker)
         started = time.time() - state["elapsed"]
         bar = tqdm(total=stage.steps, initial=state["step"], desc=f"stage {stage.name}", mininterval=5, dynamic_ncols=False, ncols=110)
         model.train()
