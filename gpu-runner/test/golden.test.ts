@@ -7,6 +7,7 @@ import { z } from "zod";
 import { createBackend, float32, type HostTensor, int64, type Provider } from "../src/backend/onnx";
 import { loadBundle } from "../src/bundle/load";
 import type { AnyGraphName } from "../src/bundle/manifest";
+import { Mulberry32 } from "../src/generation/rng";
 import { generate, preparePrompt, runImageDecoder } from "../src/model/generate";
 import { VisionLLM } from "../src/model/visionllm";
 
@@ -52,9 +53,15 @@ const GoldenSchema = z.object({
         }),
       ),
       poses: z.array(
-        z.object({ score: z.number(), box: z.array(z.number()), keypoints: z.array(z.array(z.number())) }),
+        z.object({
+          score: z.number(),
+          box: z.array(z.number()),
+          keypoints: z.array(z.array(z.number())),
+          keypoint_scores: z.array(z.number()),
+        }),
       ),
       seed: z.number(),
+      initial_noise: z.array(z.number()).optional(),
       image_png: z.string().optional(),
       region_masks_png: z.array(z.string()).optional(),
       output_images_png: z.array(z.string()).optional(),
@@ -248,10 +255,13 @@ describe.skipIf(bundles.length === 0)("golden references", () => {
                   const got = actual[i];
                   expect(Math.abs((got?.score ?? 0) - item.score)).toBeLessThan(1e-3);
                   expect(maxAbsDiff(got?.box ?? [], item.box)).toBeLessThanOrEqual(1);
-                  if (got?.mask)
-                    expect(
-                      iou(decodeMask(got.mask), unpackMask(item.mask, got.mask.width * got.mask.height)),
-                    ).toBeGreaterThanOrEqual(0.99);
+                  // Segmentation and grounding must send masks; detection must not.
+                  const mask = got?.mask;
+                  expect(mask !== undefined).toBe(detections[g]?.task !== "detection");
+                  if (mask)
+                    expect(iou(decodeMask(mask), unpackMask(item.mask, mask.width * mask.height))).toBeGreaterThanOrEqual(
+                      0.99,
+                    );
                 });
               });
               const flatPoses = poses.flatMap((p) => p.items);
@@ -259,13 +269,24 @@ describe.skipIf(bundles.length === 0)("golden references", () => {
               goldenCase.poses.forEach((expected, i) => {
                 const got = flatPoses[i];
                 expect(maxAbsDiff(got?.box ?? [], expected.box)).toBeLessThanOrEqual(1);
+                expect(Math.abs((got?.score ?? 0) - expected.score)).toBeLessThan(1e-3);
                 expect(
                   maxAbsDiff(
                     (got?.keypoints ?? []).flatMap((k) => [k.x, k.y]),
                     expected.keypoints.flat(),
                   ),
                 ).toBeLessThanOrEqual(1);
+                expect(
+                  maxAbsDiff(
+                    (got?.keypoints ?? []).map((k) => k.score),
+                    expected.keypoint_scores,
+                  ),
+                ).toBeLessThan(1e-3);
               });
+              if (goldenCase.initial_noise)
+                expect(
+                  maxAbsDiff(new Mulberry32(goldenCase.seed).normals(goldenCase.initial_noise.length), goldenCase.initial_noise),
+                ).toBeLessThan(1e-5);
               expect(outputImages).toHaveLength(goldenCase.output_images_png?.length ?? 0);
               for (const [i, png] of outputImages.entries()) {
                 expect(
