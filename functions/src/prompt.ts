@@ -62,11 +62,14 @@ export async function assemblePrompt(
   const messages: TemplateMessage[] = [];
   const special = card.special_tokens;
   const reserved = [
-    special.image,
-    special.region,
-    special.region_start,
-    special.region_end,
-    ...card.routing_tokens,
+    ...new Set([
+      special.image,
+      special.region,
+      special.region_start,
+      special.region_end,
+      ...card.routing_tokens,
+      ...card.reserved_tokens,
+    ]),
   ];
 
   const cleanText = (text: string, param: string) => {
@@ -143,7 +146,7 @@ export async function assemblePrompt(
   }
 
   if (request.task) {
-    const instruction = taskInstruction(request.task);
+    const instruction = cleanText(taskInstruction(request.task), "task");
     const last = messages.at(-1);
     if (last?.role === "user" && !last.content.replace(`${special.image}\n`, "").trim())
       last.content += instruction;

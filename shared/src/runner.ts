@@ -56,6 +56,8 @@ export const ModelCardSchema = z.object({
     region_end: z.string(),
   }),
   routing_tokens: z.array(z.string()),
+  /** Every special token of the tokenizer: the edge refuses user text that contains one. */
+  reserved_tokens: z.array(z.string()).default([]),
   tasks: z.array(z.string()),
   keypoints: z.object({
     names: z.array(z.string()),

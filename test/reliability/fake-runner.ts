@@ -15,6 +15,7 @@ export const CARD: ModelCard = {
   system_prompt: "You are a fake.",
   special_tokens: { image: "<image>", region: "<region>", region_start: "<reg>", region_end: "</reg>" },
   routing_tokens: ["[DET]"],
+  reserved_tokens: ["<image>", "<im_patch>", "[EMB]", "[DET]", "</s>"],
   tasks: ["chat"],
   keypoints: { names: [], skeleton: [] },
   limits: {

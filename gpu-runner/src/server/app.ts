@@ -52,6 +52,7 @@ export function modelCardOf(model: VisionLLM, config: RunnerConfig): ModelCard {
       region_end: m.special_tokens.region_end,
     },
     routing_tokens: Object.keys(m.routing),
+    reserved_tokens: [...model.tokenizer.specialTokens],
     tasks: m.tasks,
     keypoints: m.keypoints,
     limits: {

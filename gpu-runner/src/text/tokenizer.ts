@@ -4,11 +4,14 @@ import { Tokenizer } from "@huggingface/tokenizers";
 export class TextTokenizer {
   readonly #tokenizer: Tokenizer;
   readonly #specialIds: ReadonlySet<number>;
+  /** Every special token's text: user text containing one would be encoded as that token. */
+  readonly specialTokens: readonly string[];
 
   constructor(tokenizerJson: unknown) {
     this.#tokenizer = new Tokenizer(tokenizerJson as object, {});
-    const added = this.#tokenizer.get_added_tokens_decoder();
-    this.#specialIds = new Set([...added.entries()].filter(([, t]) => t.special).map(([id]) => id));
+    const special = [...this.#tokenizer.get_added_tokens_decoder().entries()].filter(([, t]) => t.special);
+    this.#specialIds = new Set(special.map(([id]) => id));
+    this.specialTokens = special.map(([, t]) => t.content);
   }
 
   encode(text: string): number[] {
