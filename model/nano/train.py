@@ -58,11 +58,11 @@ def full_recipe(minutes: float = 90) -> Recipe:
     # experts' phrase encoder said (the link alignment needs no decoder run, so it is cheap); stage 2
     # adds the decoders' own losses end to end; stage 3 tunes links, queries and decoders alone.
     return Recipe([
-        Stage("1-chat", {"questions": 0.35, "region": 0.2, "chat": 0.05, "multi_turn": 0.1, **PERCEPTION_FAMILIES}, 20000, minutes * 0.35,
+        Stage("1-chat", {"questions": 0.35, "region": 0.2, "chat": 0.05, "multi_turn": 0.1, **PERCEPTION_FAMILIES}, 20000, minutes * 0.4,
               {"encoders": 1e-3, "llm": 1e-3, "queries": 1e-3, "links": 1e-3}),
         Stage("2-multi-capacity", {"questions": 0.2, "region": 0.12, "chat": 0.02, "multi_turn": 0.05, **{k: v * 0.6 for k, v in DECODER_FAMILIES.items()}},
-              20000, minutes * 0.45, {"encoders": 3e-4, "llm": 3e-4, "queries": 1e-3, "links": 1e-3, "experts": 1e-4, "decoders": 1e-3}),
-        Stage("3-decoders", DECODER_FAMILIES, 10000, minutes * 0.2, {"queries": 5e-4, "links": 5e-4, "experts": 5e-5, "decoders": 5e-4}),
+              20000, minutes * 0.5, {"encoders": 3e-4, "llm": 3e-4, "queries": 1e-3, "links": 1e-3, "experts": 1e-4, "decoders": 1e-3}),
+        Stage("3-decoders", DECODER_FAMILIES, 10000, minutes * 0.1, {"queries": 5e-4, "links": 5e-4, "experts": 5e-5, "decoders": 5e-4}),
     ])
 
 
