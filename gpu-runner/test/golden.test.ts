@@ -259,9 +259,9 @@ describe.skipIf(bundles.length === 0)("golden references", () => {
                   const mask = got?.mask;
                   expect(mask !== undefined).toBe(detections[g]?.task !== "detection");
                   if (mask)
-                    expect(iou(decodeMask(mask), unpackMask(item.mask, mask.width * mask.height))).toBeGreaterThanOrEqual(
-                      0.99,
-                    );
+                    expect(
+                      iou(decodeMask(mask), unpackMask(item.mask, mask.width * mask.height)),
+                    ).toBeGreaterThanOrEqual(0.99);
                 });
               });
               const flatPoses = poses.flatMap((p) => p.items);
@@ -285,7 +285,10 @@ describe.skipIf(bundles.length === 0)("golden references", () => {
               });
               if (goldenCase.initial_noise)
                 expect(
-                  maxAbsDiff(new Mulberry32(goldenCase.seed).normals(goldenCase.initial_noise.length), goldenCase.initial_noise),
+                  maxAbsDiff(
+                    new Mulberry32(goldenCase.seed).normals(goldenCase.initial_noise.length),
+                    goldenCase.initial_noise,
+                  ),
                 ).toBeLessThan(1e-5);
               expect(outputImages).toHaveLength(goldenCase.output_images_png?.length ?? 0);
               for (const [i, png] of outputImages.entries()) {

@@ -1,32 +1,8 @@
 import { createServer, type Server } from "node:http";
-import type { ModelCard } from "@visionllm/protocol";
+import { CARD } from "../fixtures/card";
 import { freePort } from "../helpers/processes";
 
 /** Misbehaving runners for fault tests: they answer the model card, then fail in a chosen way. */
-
-export const CARD: ModelCard = {
-  id: "visionllm-v2-nano",
-  version: "1.0.0",
-  digest: "0".repeat(64),
-  architecture: "visionllm-v2",
-  backend: { name: "fake", provider: "none" },
-  chat_template:
-    "{{ system_prompt }}{% for message in messages %}{% if message.role == 'user' %} USER: {{ message.content }} ASSISTANT:{% elif message.role == 'assistant' %} {{ message.content }}</s>{% endif %}{% endfor %}",
-  system_prompt: "You are a fake.",
-  special_tokens: { image: "<image>", region: "<region>", region_start: "<reg>", region_end: "</reg>" },
-  routing_tokens: ["[DET]"],
-  reserved_tokens: ["<image>", "<im_patch>", "[EMB]", "[DET]", "</s>"],
-  tasks: ["chat"],
-  keypoints: { names: [], skeleton: [] },
-  limits: {
-    max_context: 1024,
-    max_new_tokens: 512,
-    max_images: 1,
-    max_regions: 4,
-    max_image_bytes: 1 << 24,
-    max_image_pixels: 1 << 24,
-  },
-};
 
 export type Behaviour = "garbage" | "stall" | "half" | "ok";
 
