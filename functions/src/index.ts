@@ -59,12 +59,16 @@ v1.use(async (c, next) => {
   await next();
 });
 
-v1.get("/models", (c) =>
-  c.json({
-    object: "list",
-    data: [{ id: c.env.MODEL_ID, object: "model", created: 0, owned_by: "visionllm" }],
-  }),
-);
+const modelOf = (id: string) => ({ id, object: "model", created: 0, owned_by: "visionllm" });
+v1.get("/models", (c) => c.json({ object: "list", data: [modelOf(c.env.MODEL_ID)] }));
+v1.get("/models/:id", (c) => {
+  const id = c.req.param("id");
+  if (id !== c.env.MODEL_ID)
+    throw new VisionLLMError("not_found", `The model ${id} does not exist here; use ${c.env.MODEL_ID}.`, {
+      param: "model",
+    });
+  return c.json(modelOf(id));
+});
 v1.post("/chat/completions", (c) => handleChat(c, "openai"));
 v1.post("/chat", (c) => handleChat(c, "native"));
 v1.post("/jobs", createJob);

@@ -1,5 +1,6 @@
 import {
   type ChatCompletionRequest,
+  type Message,
   type ModelCard,
   type RunnerRegion,
   renderChat,
@@ -25,6 +26,11 @@ export interface AssembledPrompt {
 function joinWords(items: readonly string[]): string {
   if (items.length <= 1) return items[0] ?? "";
   return `${items.slice(0, -1).join(", ")} and ${items.at(-1)}`;
+}
+
+/** OpenAI's "developer" messages are system instructions to the chat template. */
+function templateRole(role: Message["role"]): TemplateMessage["role"] {
+  return role === "developer" ? "system" : role;
 }
 
 /** The instruction each structured task becomes: phrased as the model was trained to read it. */
@@ -89,7 +95,7 @@ export async function assemblePrompt(
     const param = `messages.${i}.content`;
     if (message.content === null) continue;
     if (typeof message.content === "string") {
-      messages.push({ role: message.role, content: cleanText(message.content, param) });
+      messages.push({ role: templateRole(message.role), content: cleanText(message.content, param) });
       continue;
     }
     let imagePrefix = "";
@@ -140,7 +146,7 @@ export async function assemblePrompt(
       }
     }
     messages.push({
-      role: message.role,
+      role: templateRole(message.role),
       content: imagePrefix + texts.join(" ").replace(/\s+([?.!,])/g, "$1"),
     });
   }

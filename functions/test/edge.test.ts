@@ -71,6 +71,17 @@ describe("auth", () => {
     expect(response.status).toBe(200);
     expect(await response.json()).toMatchObject({ object: "list", data: [{ id: "visionllm-v2-nano" }] });
   });
+  it("retrieves one model as OpenAI's models.retrieve does, and 404s any other", async () => {
+    const response = await call("/v1/models/visionllm-v2-nano", { key });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({
+      id: "visionllm-v2-nano",
+      object: "model",
+      created: 0,
+      owned_by: "visionllm",
+    });
+    await expectError(await call("/v1/models/gpt-4", { key }), 404, "not_found", /visionllm-v2-nano/);
+  });
   it("stores keys only as hashes", async () => {
     const rows = await env.DB.prepare("SELECT * FROM api_keys").all();
     expect(JSON.stringify(rows.results)).not.toContain(key);
@@ -101,6 +112,39 @@ describe("validation and error shapes", () => {
     const body = await expectError(bad, 400, "invalid_request", /temperature/);
     expect(body.error.param).toBe("temperature");
     expect(body.error.type).toBe("invalid_request_error");
+  });
+  it("accepts the neutral values OpenAI clients send by default, and the developer role", async () => {
+    const response = await chat({
+      model: "visionllm-v2-nano",
+      messages: [
+        { role: "developer", content: "Be brief." },
+        { role: "user", content: "hi" },
+      ],
+      presence_penalty: 0,
+      frequency_penalty: 0,
+      response_format: { type: "text" },
+      logprobs: false,
+      store: false,
+      parallel_tool_calls: true,
+      tools: [],
+      metadata: { run: "1" },
+    });
+    // Past validation: the request reaches for a runner (none in this test).
+    await expectError(response, 503, "runner_unavailable");
+  });
+  it("refuses what the model cannot do, naming the field", async () => {
+    const base = { model: "visionllm-v2-nano", messages: [{ role: "user", content: "hi" }] };
+    for (const [field, value] of [
+      ["tools", [{ type: "function", function: { name: "f" } }]],
+      ["response_format", { type: "json_object" }],
+      ["logprobs", true],
+      ["presence_penalty", 0.5],
+      ["n", 2],
+      ["max_tokenz", 10],
+    ] as const) {
+      const body = await expectError(await chat({ ...base, [field]: value }), 400, "invalid_request");
+      expect(body.error.param).toBe(field);
+    }
   });
   it("refuses an unknown model with 404", async () => {
     await expectError(

@@ -26,7 +26,10 @@ export function describeZodError(error: z.ZodError): { message: string; param: s
     return `${path}: ${issue.message}`;
   });
   const first = error.issues[0];
-  const param = first?.path.length ? first.path.map(String).join(".") : null;
+  // An unknown field is named by the field itself, so clients can point at it.
+  const path =
+    first?.code === "unrecognized_keys" ? [...first.path, ...first.keys.slice(0, 1)] : (first?.path ?? []);
+  const param = path.length ? path.map(String).join(".") : null;
   const more = error.issues.length > 5 ? ` (and ${error.issues.length - 5} more)` : "";
   return { message: `Invalid request: ${issues.join("; ")}${more}.`, param };
 }

@@ -58,11 +58,16 @@ export const ChatCompletionSchema = z.object({
 });
 export type ChatCompletion = z.infer<typeof ChatCompletionSchema>;
 
+export const ModelSchema = z.object({
+  id: z.string(),
+  object: z.literal("model"),
+  created: z.number().int(),
+  owned_by: z.string(),
+});
+
 export const ModelListSchema = z.object({
   object: z.literal("list"),
-  data: z.array(
-    z.object({ id: z.string(), object: z.literal("model"), created: z.number().int(), owned_by: z.string() }),
-  ),
+  data: z.array(ModelSchema),
 });
 
 /** Maps the native finish reason to OpenAI's (which has no "canceled"/"error"). */

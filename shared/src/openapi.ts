@@ -2,7 +2,7 @@ import { z } from "zod";
 import { ErrorBodySchema } from "./errors";
 import { StreamEventSchema } from "./events";
 import { JobCreateRequestSchema, JobSchema, WebhookPayloadSchema } from "./jobs";
-import { ChatCompletionChunkSchema, ChatCompletionSchema, ModelListSchema } from "./openai";
+import { ChatCompletionChunkSchema, ChatCompletionSchema, ModelListSchema, ModelSchema } from "./openai";
 import { ChatCompletionRequestSchema } from "./requests";
 import { PROTOCOL_HEADER, PROTOCOL_VERSION } from "./version";
 
@@ -93,11 +93,24 @@ export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
       "/v1/models": {
         get: {
           summary: "Models served.",
+          operationId: "listModels",
           responses: {
             "200": {
               description: "Model list.",
               content: { "application/json": { schema: ref("ModelList") } },
             },
+            ...errorResponses,
+          },
+        },
+      },
+      "/v1/models/{model}": {
+        get: {
+          summary: "One model, as OpenAI's models.retrieve reads it.",
+          operationId: "retrieveModel",
+          parameters: [{ name: "model", in: "path", required: true, schema: { type: "string" } }],
+          responses: {
+            "200": { description: "The model.", content: { "application/json": { schema: ref("Model") } } },
+            ...errorResponses,
           },
         },
       },
@@ -157,6 +170,7 @@ export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
         ChatCompletionChunk: schema(ChatCompletionChunkSchema, "output"),
         StreamEvent: schema(StreamEventSchema, "output"),
         ModelList: schema(ModelListSchema, "output"),
+        Model: schema(ModelSchema, "output"),
         ErrorBody: schema(ErrorBodySchema, "output"),
         JobCreateRequest: schema(JobCreateRequestSchema, "input"),
         Job: schema(JobSchema, "output"),

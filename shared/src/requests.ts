@@ -75,6 +75,12 @@ export const MessageSchema = z.discriminatedUnion("role", [
     content: z.union([z.string().max(32_768), z.array(TextPartSchema).max(16)]),
     name: z.string().max(64).optional(),
   }),
+  // OpenAI's newer name for system instructions; read as a system message.
+  z.strictObject({
+    role: z.literal("developer"),
+    content: z.union([z.string().max(32_768), z.array(TextPartSchema).max(16)]),
+    name: z.string().max(64).optional(),
+  }),
   z.strictObject({
     role: z.literal("user"),
     content: z.union([z.string().max(32_768), z.array(ContentPartSchema).min(1).max(32)]),
@@ -102,6 +108,62 @@ export const TaskSchema = z.discriminatedUnion("type", [
   z.strictObject({ type: z.literal("edit"), instruction: z.string().trim().min(1).max(1024) }),
 ]);
 export type Task = z.infer<typeof TaskSchema>;
+
+/**
+ * OpenAI fields this model has no use for. Clients send their neutral value by default, so that
+ * value is accepted and changes nothing; any other value asks for what the model cannot do and is
+ * refused, naming the field.
+ */
+function neutralOnly<T extends z.ZodType>(
+  schema: T,
+  isNeutral: (value: z.output<T>) => boolean,
+  message: string,
+) {
+  return schema.refine(isNeutral, { message }).nullable().optional();
+}
+
+const compatibilityFields = {
+  presence_penalty: neutralOnly(
+    z.number().min(-2).max(2),
+    (v) => v === 0,
+    "penalties are not supported; send 0 or leave it out",
+  ),
+  frequency_penalty: neutralOnly(
+    z.number().min(-2).max(2),
+    (v) => v === 0,
+    "penalties are not supported; send 0 or leave it out",
+  ),
+  logit_bias: neutralOnly(
+    z.record(z.string(), z.number()),
+    (v) => Object.keys(v).length === 0,
+    "logit_bias is not supported",
+  ),
+  logprobs: neutralOnly(
+    z.boolean(),
+    (v) => !v,
+    "log probabilities are not returned by this model; send false or leave it out",
+  ),
+  top_logprobs: neutralOnly(
+    z.number().int().min(0).max(20),
+    (v) => v === 0,
+    "log probabilities are not returned by this model",
+  ),
+  response_format: neutralOnly(
+    z.object({ type: z.string() }).loose(),
+    (v) => v.type === "text",
+    'only {"type": "text"} is supported: this model does not produce JSON modes',
+  ),
+  tools: neutralOnly(z.array(z.unknown()), (v) => v.length === 0, "this model cannot call tools"),
+  tool_choice: neutralOnly(
+    z.unknown(),
+    (v) => v === "none",
+    'this model cannot call tools; send "none" or leave it out',
+  ),
+  parallel_tool_calls: z.boolean().nullable().optional().describe("accepted, no effect (no tools)"),
+  store: z.boolean().nullable().optional().describe("accepted, no effect: completions are not stored"),
+  metadata: z.record(z.string(), z.string()).nullable().optional().describe("accepted, no effect"),
+  service_tier: z.string().max(64).nullable().optional().describe("accepted, no effect"),
+};
 
 export const StopSchema = z.union([
   z.string().min(1).max(64),
@@ -137,6 +199,7 @@ export const ChatCompletionRequestSchema = z
     stop: StopSchema.nullable().optional(),
     n: z.literal(1, "only n = 1 is supported").optional(),
     user: z.string().max(256).optional(),
+    ...compatibilityFields,
   })
   .refine((r) => r.messages.length > 0 || r.task !== undefined, {
     message: "give messages, a task, or both",
