@@ -22,6 +22,8 @@ export interface Env {
   WEBHOOK_RETRY_SCALE: string;
   JOB_MAX_ATTEMPTS: string;
   RUNNER_IDLE_TIMEOUT_MS: string;
+  /** "*", or a comma-separated list of origins that may call the API from a browser. */
+  CORS_ALLOW_ORIGINS?: string;
   JOBS: Queue<JobMessage>;
   WEBHOOKS: Queue<DeliveryMessage>;
 }

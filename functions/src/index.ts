@@ -1,8 +1,15 @@
-import { buildOpenAPIDocument, REQUEST_ID_HEADER, VisionLLMError } from "@visionllm/protocol";
+import {
+  buildOpenAPIDocument,
+  PROTOCOL_HEADER,
+  REQUEST_ID_HEADER,
+  VisionLLMError,
+} from "@visionllm/protocol";
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
+import { cors } from "hono/cors";
 import { authenticate } from "./auth";
 import { handleChat } from "./chat";
+import { allowedOrigin } from "./cors";
 import type { AppEnv, Env, JobMessage } from "./env";
 import { cancelJob, consumeDeadLetters, consumeJobs, createJob, getJob, jobFile, listJobs } from "./jobs";
 import { consumeWebhooks, type DeliveryMessage, rotateWebhookSecret, webhookSecrets } from "./webhooks";
@@ -41,6 +48,19 @@ app.notFound((c) => {
 app.get("/healthz", (c) => c.json({ status: "ok" }));
 
 app.get("/openapi.json", (c) => c.json(buildOpenAPIDocument(new URL(c.req.url).origin)));
+
+// Browsers on other origins may call the API with a key (keys travel in a header, never as cookies,
+// so a page cannot borrow a visitor's credentials). Preflights are answered here, before auth.
+app.use(
+  "/v1/*",
+  cors({
+    origin: (origin, c) => allowedOrigin(origin, c.env.CORS_ALLOW_ORIGINS),
+    allowMethods: ["GET", "POST", "OPTIONS"],
+    allowHeaders: ["authorization", "content-type", "idempotency-key", "last-event-id", PROTOCOL_HEADER],
+    exposeHeaders: [REQUEST_ID_HEADER, "retry-after", PROTOCOL_HEADER],
+    maxAge: 600,
+  }),
+);
 
 const v1 = new Hono<AppEnv>();
 v1.use(

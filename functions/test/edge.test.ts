@@ -4,6 +4,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { CARD } from "../../test/fixtures/card";
 import { generateApiKey, insertKeySql } from "../src/api-keys";
 import { cacheKey } from "../src/cache";
+import { allowedOrigin } from "../src/cors";
 import { type Env, limitsOf } from "../src/env";
 import { imageDimensions } from "../src/images";
 import { assemblePrompt } from "../src/prompt";
@@ -85,6 +86,31 @@ describe("auth", () => {
   it("stores keys only as hashes", async () => {
     const rows = await env.DB.prepare("SELECT * FROM api_keys").all();
     expect(JSON.stringify(rows.results)).not.toContain(key);
+  });
+});
+
+describe("CORS", () => {
+  it("answers a preflight before auth, and marks answers readable by the calling page", async () => {
+    const preflight = await call("/v1/chat/completions", {
+      method: "OPTIONS",
+      headers: {
+        origin: "https://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+      },
+    });
+    expect(preflight.status).toBe(204);
+    expect(preflight.headers.get("access-control-allow-origin")).toBe("https://app.example");
+    expect(preflight.headers.get("access-control-allow-headers")).toMatch(/authorization/);
+    const listed = await call("/v1/models", { key, headers: { origin: "https://app.example" } });
+    expect(listed.headers.get("access-control-allow-origin")).toBe("https://app.example");
+  });
+  it("follows the configured origins", () => {
+    expect(allowedOrigin("https://a.example", "https://a.example, https://b.example")).toBe(
+      "https://a.example",
+    );
+    expect(allowedOrigin("https://evil.example", "https://a.example")).toBeNull();
+    expect(allowedOrigin("https://evil.example", "")).toBeNull();
   });
 });
 
