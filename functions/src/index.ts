@@ -12,6 +12,7 @@ import { handleChat } from "./chat";
 import { allowedOrigin } from "./cors";
 import type { AppEnv, Env, JobMessage } from "./env";
 import { cancelJob, consumeDeadLetters, consumeJobs, createJob, getJob, jobFile, listJobs } from "./jobs";
+import { readyRunners } from "./runner-pool";
 import { consumeWebhooks, type DeliveryMessage, rotateWebhookSecret, webhookSecrets } from "./webhooks";
 
 export { RateLimiter } from "./rate-limiter";
@@ -46,6 +47,16 @@ app.notFound((c) => {
 });
 
 app.get("/healthz", (c) => c.json({ status: "ok" }));
+
+// Readiness, unlike liveness, needs a runner ready behind the edge.
+app.get("/readyz", async (c) => {
+  const { ready, total } = await readyRunners(c.env);
+  if (ready === 0) c.header("retry-after", "2");
+  return c.json(
+    { status: ready > 0 ? "ready" : "unavailable", runners_ready: ready, runners: total },
+    ready > 0 ? 200 : 503,
+  );
+});
 
 app.get("/openapi.json", (c) => c.json(buildOpenAPIDocument(new URL(c.req.url).origin)));
 

@@ -153,6 +153,19 @@ export async function modelCard(env: Env): Promise<ModelCard> {
   throw unavailable();
 }
 
+/** How many runners answer their readiness probe (each given at most `timeoutMs`). */
+export async function readyRunners(env: Env, timeoutMs = 2000): Promise<{ ready: number; total: number }> {
+  const urls = runnerUrls(env);
+  const answers = await Promise.all(
+    urls.map((url) =>
+      fetch(`${url}/readyz`, { signal: AbortSignal.timeout(timeoutMs) })
+        .then((r) => r.ok)
+        .catch(() => false),
+    ),
+  );
+  return { ready: answers.filter(Boolean).length, total: urls.length };
+}
+
 /** For tests: forget per-isolate routing state. */
 export function resetRunnerState(): void {
   states.clear();

@@ -193,6 +193,13 @@ describe("validation and error shapes", () => {
       expect.arrayContaining(["/v1/chat/completions", "/v1/chat", "/v1/models"]),
     );
   });
+  it("is live without runners but ready only with one", async () => {
+    expect((await call("/healthz")).status).toBe(200);
+    const ready = await call("/readyz");
+    expect(ready.status).toBe(503);
+    expect(ready.headers.get("retry-after")).toBe("2");
+    expect(await ready.json()).toEqual({ status: "unavailable", runners_ready: 0, runners: 1 });
+  });
   it("turns an unreachable runner into 503 with Retry-After", async () => {
     const response = await chat({ model: "visionllm-v2-nano", messages: [{ role: "user", content: "hi" }] });
     await expectError(response, 503, "runner_unavailable");
