@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { generateApiKey, isApiKeyShape, newWebhookSecret } from "../functions/src/api-keys";
 import { buildWeb } from "./build-web";
-import { persistDir, seedLocalState, wranglerDevArgs, wranglerEnv } from "./wrangler";
+import { persistDir, seedLocalState, wranglerDevArgs, wranglerEnv, writeSecretsFile } from "./wrangler";
 
 /**
  * `npm start`: the whole stack locally with the bundled model.
@@ -96,9 +96,9 @@ async function main(): Promise<void> {
     wranglerDevArgs({
       port,
       persist,
+      secretsFile: await writeSecretsFile(persist, { RUNNER_SECRET: runnerSecret }),
       vars: {
         RUNNER_URLS: `http://127.0.0.1:${runnerPort}`,
-        RUNNER_SECRET: runnerSecret,
         ALLOW_LOOPBACK_URLS: "true",
         WEBHOOK_RETRY_SCALE: process.env.WEBHOOK_RETRY_SCALE ?? "0.2",
       },

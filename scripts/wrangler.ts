@@ -1,4 +1,5 @@
 import { spawn } from "node:child_process";
+import { chmod, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { sha256Hex } from "../functions/src/api-keys";
 
@@ -49,27 +50,50 @@ export async function seedLocalState(options: {
   await wrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], { quiet: true });
   const hash = await sha256Hex(apiKey);
   const id = `dev-${hash.slice(0, 12)}`;
-  await wrangler(
-    [
-      "d1",
-      "execute",
-      "DB",
-      "--local",
-      "--persist-to",
-      persist,
-      "--command",
-      `INSERT OR IGNORE INTO api_keys (id, name, key_hash, key_prefix, created_at) VALUES ('${id}', 'local development', '${hash}', '${apiKey.slice(0, 7)}', ${Date.now()}); ` +
-        `INSERT OR REPLACE INTO webhook_secrets (key_id, secret, created_at) VALUES ('${id}', '${webhookSecret}', ${Date.now()})`,
-    ],
-    { quiet: true },
+  // The statements carry the webhook secret: they go in a file only this user can read, not on
+  // wrangler's command line.
+  const sql = path.join(persist, "seed.sql");
+  await writeFile(
+    sql,
+    `INSERT OR IGNORE INTO api_keys (id, name, key_hash, key_prefix, created_at) VALUES ('${id}', 'local development', '${hash}', '${apiKey.slice(0, 7)}', ${Date.now()});\n` +
+      `INSERT OR REPLACE INTO webhook_secrets (key_id, secret, created_at) VALUES ('${id}', '${webhookSecret}', ${Date.now()});\n`,
+    { mode: 0o600 },
   );
+  try {
+    await wrangler(["d1", "execute", "DB", "--local", "--persist-to", persist, "--file", sql], {
+      quiet: true,
+    });
+  } finally {
+    await rm(sql, { force: true });
+  }
 }
 
 /** `wrangler dev` on loopback with local storage; `vars` override wrangler.toml (secrets included). */
+/**
+ * Secrets reach wrangler in a file only this user can read (`--env-file`), never on its command
+ * line, where `ps` shows them to every local user.
+ */
+export async function writeSecretsFile(dir: string, secrets: Record<string, string>): Promise<string> {
+  for (const [key, value] of Object.entries(secrets))
+    if (!/^[A-Za-z0-9_.:+/=-]*$/.test(value))
+      throw new Error(`${key} must be a single line of plain characters`);
+  const file = path.join(dir, "secrets.env");
+  await writeFile(
+    file,
+    Object.entries(secrets)
+      .map(([k, v]) => `${k}=${v}\n`)
+      .join(""),
+    { mode: 0o600 },
+  );
+  await chmod(file, 0o600);
+  return file;
+}
+
 export function wranglerDevArgs(options: {
   port: number;
   persist: string;
   vars: Record<string, string>;
+  secretsFile?: string;
 }): string[] {
   return [
     WRANGLER,
@@ -83,5 +107,6 @@ export function wranglerDevArgs(options: {
     options.persist,
     "--show-interactive-dev-session=false",
     ...Object.entries(options.vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
+    ...(options.secretsFile ? ["--env-file", options.secretsFile] : []),
   ];
 }

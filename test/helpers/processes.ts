@@ -119,7 +119,9 @@ export async function startEdge(options: {
   const { mkdtemp } = await import("node:fs/promises");
   const { tmpdir } = await import("node:os");
   const path = await import("node:path");
-  const { seedLocalState, wranglerDevArgs, wranglerEnv } = await import("../../scripts/wrangler");
+  const { seedLocalState, wranglerDevArgs, wranglerEnv, writeSecretsFile } = await import(
+    "../../scripts/wrangler"
+  );
   const port = await freePort();
   const persist = await mkdtemp(path.join(tmpdir(), "visionllm-edge-"));
   await seedLocalState({
@@ -133,9 +135,11 @@ export async function startEdge(options: {
     wranglerDevArgs({
       port,
       persist,
+      secretsFile: await writeSecretsFile(persist, {
+        RUNNER_SECRET: options.runnerSecret ?? RUNNER_SECRET_FOR_TESTS,
+      }),
       vars: {
         RUNNER_URLS: options.runnerUrls,
-        RUNNER_SECRET: options.runnerSecret ?? RUNNER_SECRET_FOR_TESTS,
         ALLOW_LOOPBACK_URLS: "true",
         ...options.vars,
       },
