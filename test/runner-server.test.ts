@@ -27,8 +27,18 @@ function request(
 describe("runner server", () => {
   let runner: Spawned & { url: string };
 
+  let runnerStartedAt = 0;
+
   beforeAll(async () => {
-    runner = await startRunner({ RUNNER_BUNDLE: bundle, RUNNER_MAX_RUNNING: "8", RUNNER_MAX_WAITING: "2" });
+    runnerStartedAt = Math.floor(Date.now() / 1000);
+    runner = await startRunner({
+      RUNNER_BUNDLE: bundle,
+      RUNNER_MAX_RUNNING: "8",
+      RUNNER_MAX_WAITING: "2",
+      // Wide enough that a request signed just before the start is still inside it: what refuses it
+      // must be the start time, not the window.
+      RUNNER_SIGNATURE_WINDOW_S: "600",
+    });
   }, 90_000);
   afterAll(async () => {
     await runner?.stop();
@@ -57,6 +67,28 @@ describe("runner server", () => {
     expect(first.status).toBe(200);
     expect(replay.status).toBe(401);
     expect((await replay.json()).error.message).toMatch(/replay/);
+    // Signed before this runner started: refused whatever the runner remembers (a restart forgets).
+    const before = await signedFetch(runner.url, "/v1/model-card", undefined, {
+      timestamp: runnerStartedAt - 5,
+    });
+    expect(before.status).toBe(401);
+    expect((await before.json()).error.message).toMatch(/before this runner started/);
+  });
+
+  it("refuses unsigned bodies before reading them, and any body over the limit", async () => {
+    const big = new Uint8Array(80 * 1024 * 1024);
+    const unsigned = await fetch(`${runner.url}/v1/generate`, { method: "POST", body: big });
+    expect(unsigned.status).toBe(401);
+    const oversized = await fetch(`${runner.url}/v1/generate`, {
+      method: "POST",
+      body: big,
+      headers: { "x-visionllm-timestamp": String(Math.floor(Date.now() / 1000)) },
+    });
+    expect([401, 413]).toContain(oversized.status);
+    const signedHuge = await signedFetch(runner.url, "/v1/generate", {
+      padding: "x".repeat(70 * 1024 * 1024),
+    });
+    expect(signedHuge.status).toBe(413);
   });
 
   it("streams well-formed events with sequence numbers as ids", async () => {

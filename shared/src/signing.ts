@@ -55,16 +55,23 @@ export async function signRequest(
 export type SignatureCheck = { ok: true } | { ok: false; reason: string };
 
 /** Constant-time verification (crypto.subtle.verify), with a timestamp window. */
-export async function verifyRequest(
-  secret: string,
-  method: string,
-  path: string,
-  body: string,
+export interface SignatureOptions {
+  windowSeconds: number;
+  now?: number;
+  /** Seconds: refuse anything signed earlier (a runner's start, so a restart forgets no replay). */
+  notBefore?: number;
+}
+
+/**
+ * What can be checked without the body: headers present and well formed, timestamp fresh. A
+ * receiver runs this before it reads a body, so unsigned or stale requests cost it nothing.
+ */
+export function precheckSignature(
   timestampHeader: string | null | undefined,
   nonceHeader: string | null | undefined,
   signatureHeader: string | null | undefined,
-  options: { windowSeconds: number; now?: number },
-): Promise<SignatureCheck> {
+  options: SignatureOptions,
+): SignatureCheck {
   if (!timestampHeader || !signatureHeader || !nonceHeader)
     return { ok: false, reason: "missing signature headers" };
   if (nonceHeader.length > 64) return { ok: false, reason: "malformed nonce" };
@@ -73,6 +80,25 @@ export async function verifyRequest(
   const now = options.now ?? Math.floor(Date.now() / 1000);
   if (Math.abs(now - timestamp) > options.windowSeconds)
     return { ok: false, reason: "timestamp outside the window" };
+  if (options.notBefore !== undefined && timestamp < options.notBefore)
+    return { ok: false, reason: "signed before this runner started (a replay?)" };
+  if (fromHex(signatureHeader)?.length !== 32) return { ok: false, reason: "malformed signature" };
+  return { ok: true };
+}
+
+export async function verifyRequest(
+  secret: string,
+  method: string,
+  path: string,
+  body: string,
+  timestampHeader: string | null | undefined,
+  nonceHeader: string | null | undefined,
+  signatureHeader: string | null | undefined,
+  options: SignatureOptions,
+): Promise<SignatureCheck> {
+  const pre = precheckSignature(timestampHeader, nonceHeader, signatureHeader, options);
+  if (!pre.ok || !timestampHeader || !nonceHeader || !signatureHeader) return pre;
+  const timestamp = Number(timestampHeader);
   const mac = fromHex(signatureHeader);
   if (mac?.length !== 32) return { ok: false, reason: "malformed signature" };
   const valid = await crypto.subtle.verify(

@@ -6,6 +6,7 @@ import {
   nativeFrames,
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
+  precheckSignature,
   REQUEST_ID_HEADER,
   RUNNER_NONCE_HEADER,
   RUNNER_SIGNATURE_HEADER,
@@ -18,6 +19,7 @@ import {
   verifyRequest,
 } from "@visionllm/protocol";
 import { type Context, Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import { bundleDigest } from "../bundle/load";
 import { Admission } from "../engine/admission";
 import { DecodeBatcher } from "../engine/batcher";
@@ -89,6 +91,7 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
   };
   const state: RunnerState = { draining: false };
   const seenSignatures = new Map<string, number>();
+  const startedAt = Math.floor(Date.now() / 1000);
   const card = modelCardOf(model, config);
   const inflight = new Set<AbortController>();
 
@@ -103,19 +106,28 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
     return c.json(error.toBody(), error.status as 400);
   };
 
-  /** Verifies the edge's HMAC, refuses replays, returns the raw body. */
+  /**
+   * Verifies the edge's HMAC, refuses replays, returns the raw body. Headers and freshness are
+   * checked before the body is read; requests signed before this process started are refused, since
+   * the signatures it has seen died with the previous process.
+   */
   const authenticate = async (c: Context): Promise<string> => {
-    const body = await c.req.text();
     const signature = c.req.header(RUNNER_SIGNATURE_HEADER);
+    const timestamp = c.req.header(RUNNER_TIMESTAMP_HEADER);
+    const nonce = c.req.header(RUNNER_NONCE_HEADER);
+    const options = { windowSeconds: config.RUNNER_SIGNATURE_WINDOW_S, notBefore: startedAt };
+    const pre = precheckSignature(timestamp, nonce, signature, options);
+    if (!pre.ok) throw new VisionLLMError("invalid_api_key", `Runner request refused: ${pre.reason}.`);
+    const body = await c.req.text();
     const check = await verifyRequest(
       config.RUNNER_SECRET,
       c.req.method,
       new URL(c.req.url).pathname,
       body,
-      c.req.header(RUNNER_TIMESTAMP_HEADER),
-      c.req.header(RUNNER_NONCE_HEADER),
+      timestamp,
+      nonce,
       signature,
-      { windowSeconds: config.RUNNER_SIGNATURE_WINDOW_S },
+      options,
     );
     if (!check.ok) throw new VisionLLMError("invalid_api_key", `Runner request refused: ${check.reason}.`);
     const now = Date.now();
@@ -131,6 +143,19 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
   };
 
   const app = new Hono();
+  // A body is read only after its signature headers pass, and never past this size.
+  app.use(
+    "/v1/*",
+    bodyLimit({
+      maxSize: config.RUNNER_MAX_BODY_BYTES,
+      onError: () => {
+        throw new VisionLLMError(
+          "payload_too_large",
+          `The body is over ${config.RUNNER_MAX_BODY_BYTES} bytes.`,
+        );
+      },
+    }),
+  );
 
   app.onError((error, c) => {
     if (VisionLLMError.is(error)) return fail(c, error);

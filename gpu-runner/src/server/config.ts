@@ -15,6 +15,8 @@ export const RunnerConfigSchema = z.object({
     .string()
     .min(16, "RUNNER_SECRET must be at least 16 characters: it is the HMAC key the edge signs with"),
   RUNNER_SIGNATURE_WINDOW_S: int(60),
+  // Images arrive base64-encoded (4/3 of their bytes); the edge allows a few per request.
+  RUNNER_MAX_BODY_BYTES: int(64 * 1024 * 1024),
   RUNNER_MAX_RUNNING: int(16),
   RUNNER_MAX_WAITING: z.coerce.number().int().nonnegative().default(64),
   RUNNER_MAX_BATCH: int(16),
