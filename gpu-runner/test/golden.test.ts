@@ -88,6 +88,14 @@ function readTensor(dir: string, ref: z.infer<typeof tensorRef>): HostTensor {
     : float32(new Float32Array(copy.buffer), ref.shape);
 }
 
+/**
+ * Outputs cut by a hard threshold inside the graph: the perception expert's masks are its
+ * foreground inside each query's box, so a box edge that one backend puts a hair across a pixel
+ * centre flips that pixel between the mask and -10. Compared by the share of elements that differ
+ * (everything else within the tolerance); the whole-stack cases compare the final masks by IoU.
+ */
+const CUT_BY_THRESHOLD: Record<string, number> = { "perception_decoder.pred_masks": 0.001 };
+
 function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   expect(a.length).toBe(b.length);
   let max = 0;
@@ -146,8 +154,21 @@ describe.skipIf(bundles.length === 0)("golden references", () => {
               const expected = readTensor(bundleInfo.golden, ref);
               const actual = outputs[output];
               expect(actual?.dims, `${name}.${output} shape`).toEqual(ref.shape);
-              const diff = maxAbsDiff(actual?.data as Float32Array, expected.data as Float32Array);
-              expect(diff, `${name}.${output} max |diff|`).toBeLessThanOrEqual(golden.tolerance.graph_abs);
+              const got = actual?.data as Float32Array;
+              const want = expected.data as Float32Array;
+              const flips = CUT_BY_THRESHOLD[`${name}.${output}`];
+              if (flips === undefined) {
+                expect(maxAbsDiff(got, want), `${name}.${output} max |diff|`).toBeLessThanOrEqual(
+                  golden.tolerance.graph_abs,
+                );
+              } else {
+                const off = got.filter(
+                  (v, i) => Math.abs(v - (want[i] ?? 0)) > golden.tolerance.graph_abs,
+                ).length;
+                expect(off / want.length, `${name}.${output} share of elements off`).toBeLessThanOrEqual(
+                  flips,
+                );
+              }
             }
           });
         }

@@ -413,8 +413,8 @@ endings of the phrase grammar that training never saw), {summary.get('train_scen
 pose on half as many. Measured by `model/nano/evaluate.py` with the PyTorch reference runtime (the
 TypeScript runtime reproduces it: see the golden tests). "Expert alone" is the stage-0 expert asked
 with canonical phrases, no LLM (`model/experts/experts.json`); "previous" is the bundle this one
-replaces (`model/bundle-history.json`; its segmentation figure counted matched instances only, this
-one counts a missed instance as 0).
+replaces (`model/bundle-history.json`). The segmentation figures of the previous bundle and of the
+expert alone count matched instances only; this bundle's count a missed instance as 0.
 
 | family | metric | held-out wordings | training wordings | expert alone | previous | bar | |
 | --- | --- | --- | --- | --- | --- | --- | --- |

@@ -159,8 +159,11 @@ class Runner:
                     poses.append(groups[j])
                     j += 1
                 emb = m.perception_link(g.states[None])
-                if poses:
-                    kp = m.pose_link(torch.stack([p.states for p in poses]))[None]
+                # As the runtime: the pose decoder runs once a person group has one [POSE] group per
+                # keypoint (later ones are ignored); with fewer, the person group is a detection.
+                k = self.cfg.num_keypoints
+                if len(poses) >= k:
+                    kp = m.pose_link(torch.stack([p.states for p in poses[:k]]))[None]
                     logits, boxes, keypoints, scores = m.pose_decoder(pixels, levels, emb, kp)
                     result.poses.extend(postprocess_pose(logits[0], boxes[0], keypoints[0], scores[0]))
                     i = j
@@ -168,6 +171,8 @@ class Runner:
                 logits, boxes, masks = m.perception_decoder(pixels, levels, emb)
                 result.detections.append({"routing": g.routing, "label": g.label,
                                           "items": postprocess_detections(logits[0], boxes[0], masks[0], top1=g.routing == "[GRD]")})
+                i = j
+                continue
             elif g.routing in ("[GEN]", "[EDIT]"):
                 edit = g.routing == "[EDIT]"
                 if edit and image is None:

@@ -298,8 +298,10 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
     const poses = pendingPose.splice(0);
     if (!lastImage) return;
     const t0 = performance.now();
-    yield* poses.length ? runPose(model, group, poses, lastImage) : runPerception(model, group, lastImage);
-    input.onDecoder?.(poses.length ? "pose" : group.entry.task, (performance.now() - t0) / 1000);
+    // The pose decoder takes one [POSE] group per keypoint; a person group with fewer is a detection.
+    const posed = poses.length === m.keypoints.names.length;
+    yield* posed ? runPose(model, group, poses, lastImage) : runPerception(model, group, lastImage);
+    input.onDecoder?.(posed ? "pose" : group.entry.task, (performance.now() - t0) / 1000);
   };
 
   input.batcher?.join();
