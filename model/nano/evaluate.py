@@ -170,7 +170,11 @@ class Evaluator:
             for ci, cat in enumerate(cats):
                 gt = T.category_members(scene, cat)
                 gts[cat] = gts.get(cat, 0) + len(gt)
-                det = result.detections[ci]["items"] if ci < len(result.detections) else []
+                group = result.detections[ci] if ci < len(result.detections) else {"items": []}
+                det = group["items"]
+                # Masks reach the user only from groups routed to a mask decoder: an answer that said
+                # [DET] where [SEG] was asked gets no masks from the runtime, so none count here either.
+                masked = group.get("routing") != "[DET]"
                 used: dict[int, float] = {}
                 for d in sorted(det, key=lambda d: -d["score"]):
                     best, best_iou = None, 0.5
@@ -180,7 +184,7 @@ class Evaluator:
                             best, best_iou = g, iou
                     per_cat.setdefault(cat, []).append((d["score"], best is not None))
                     if best is not None:
-                        pm, gm = d.get("mask"), masks[best]
+                        pm, gm = d.get("mask") if masked else None, masks[best]
                         used[best] = float((pm & gm).sum() / max(1, (pm | gm).sum())) if pm is not None else 0.0
                 ious += [used.get(g, 0.0) for g in gt]
         if seg:
