@@ -16,7 +16,6 @@ import argparse
 import base64
 import io
 import json
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -158,24 +157,14 @@ def main() -> None:
         worst = max(worst, abs(value - ref) if ref == ref else 0.0)
         print(f"{family:<14} {value:6.3f} {ref:6.3f} {abs(value - ref):6.3f} {same:6.3f}  ({time.time() - started:.0f} s)", flush=True)
     print(f"largest difference from the card: {worst:.3f}")
-    sys.exit(0)
 
 
 def reference_runner(run_dir: str, bundle: str = "model/bundle"):
     """The PyTorch reference runtime on the bundle's checkpoint, to compare on the very same scenes."""
-    import os
-
-    import torch
-
+    from .evaluate import load_trained
     from .infer import Runner
-    from .model import Config, VisionLLMv2Nano
-    from .tokenizer import Tokenizer
 
-    with open(os.path.join(bundle, "manifest.json")) as f:
-        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["config"].items()})
-    model = VisionLLMv2Nano(cfg)
-    model.load_state_dict(torch.load(os.path.join(run_dir, "checkpoint.pt"))["model"])
-    return Runner(model.eval(), Tokenizer.load(os.path.join(bundle, "tokenizer.json")))
+    return Runner(*load_trained(bundle, run_dir))
 
 
 if __name__ == "__main__":

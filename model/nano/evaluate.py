@@ -472,6 +472,15 @@ def merge_parts(model: VisionLLMv2Nano, tok: Tokenizer, bundle: str) -> dict:
     return summary["results"]
 
 
+def load_trained(bundle: str, run_dir: str) -> tuple[VisionLLMv2Nano, Tokenizer]:
+    """The model a bundle was exported from: its config and tokenizer, run_dir's checkpoint.pt."""
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["config"].items()})
+    model = VisionLLMv2Nano(cfg)
+    model.load_state_dict(torch.load(os.path.join(run_dir, "checkpoint.pt"))["model"])
+    return model.eval(), Tokenizer.load(os.path.join(bundle, "tokenizer.json"))
+
+
 def main() -> None:
     """Evaluates a trained checkpoint and writes the model card. On two cores, two processes halve
     the time: `--families questions,region,detection,segmentation --part a` and
@@ -486,11 +495,7 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true", help="write the card from the parts")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    tok = Tokenizer.load(os.path.join(args.bundle, "tokenizer.json"))
-    with open(os.path.join(args.bundle, "manifest.json")) as f:
-        cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["config"].items()})
-    model = VisionLLMv2Nano(cfg)
-    model.load_state_dict(torch.load(os.path.join(args.out, "checkpoint.pt"))["model"])
+    model, tok = load_trained(args.bundle, args.out)
     if args.merge:
         merge_parts(model, tok, args.bundle)
     else:

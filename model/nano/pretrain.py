@@ -76,6 +76,11 @@ def mask_target(masks: list[np.ndarray], targets: list[int]) -> np.ndarray:
     return union.reshape(MASK_SIDE, f, MASK_SIDE, f).mean(axis=(1, 3))
 
 
+def foreground_target(masks: list[np.ndarray]) -> np.ndarray:
+    """Every object's pixels at MASK_SIDE: what the perception expert's foreground map learns."""
+    return mask_target(masks, list(range(len(masks))))
+
+
 @dataclass
 class PerceptionTarget:
     heat: np.ndarray  # [P]
@@ -196,7 +201,7 @@ def expert_batch(rng: np.random.Generator, size: int) -> ExpertBatch:
             rows.append(b)
             perc.append(perception_target(scene, masks, targets))
         poses.append(pose_target(scene))
-        fg.append(mask_target(masks, list(range(len(masks)))))
+        fg.append(foreground_target(masks))
         k, c = patch_labels(scene, masks)
         kinds.append(k)
         colors.append(c)

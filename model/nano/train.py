@@ -184,7 +184,7 @@ def decoder_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward, route
         out["perception"] = P.perception_loss(model.perception_decoder, feats, rows, perception, targets)
         used = sorted(set(rows.tolist()))
         samples = {batch.image_of_sample[b]: batch.samples[b] for _, b, _ in routed.perception}
-        foreground = np.stack([P.mask_target(samples[r].masks, list(range(len(samples[r].masks)))) for r in used])
+        foreground = np.stack([P.foreground_target(samples[r].masks) for r in used])
         out["perception"] = out["perception"] + P.foreground_loss(model.perception_decoder, (feats[0][used], feats[1][used]), foreground)
     if person is not None and kps is not None and images is not None:
         rows = torch.tensor([batch.image_of_sample[b] for _, b, _ in routed.pose_person])
