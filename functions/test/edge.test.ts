@@ -279,6 +279,22 @@ describe("SSRF refusals", () => {
     "https://[fe80::1]/x.png",
     "https://[::ffff:127.0.0.1]/x.png",
     "https://2130706433/x.png",
+    "https://0x7f000001/x.png",
+    "https://127.1/x.png",
+    // Every IPv6 form that embeds 127.0.0.1, and other special-purpose ranges.
+    "https://[::7f00:1]:38799/hook",
+    "https://[::127.0.0.1]/x.png",
+    "https://[::ffff:7f00:1]/x.png",
+    "https://[64:ff9b::7f00:1]/x.png",
+    "https://[2002:7f00:1::]/x.png",
+    "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/x.png",
+    "https://[ff02::1]/x.png",
+    "https://[fec0::1]/x.png",
+    "https://[100::1]/x.png",
+    "https://100.64.0.1/x.png",
+    "https://255.255.255.255/x.png",
+    "https://198.18.0.1/x.png",
+    "https://0.0.0.0/x.png",
     "http://example.com/x.png",
     "https://user:pw@example.com/x.png",
   ];
@@ -289,22 +305,94 @@ describe("SSRF refusals", () => {
   }
   it("allows public https hosts, and loopback only when local development allows it", () => {
     expect(refusedTarget(new URL("https://example.com/cat.png"), { allowLoopback: false })).toBeUndefined();
+    expect(refusedTarget(new URL("https://1.1.1.1/cat.png"), { allowLoopback: false })).toBeUndefined();
+    expect(
+      refusedTarget(new URL("https://[2606:4700::1111]/cat.png"), { allowLoopback: false }),
+    ).toBeUndefined();
+    expect(refusedTarget(new URL("https://[::1]/x.png"), { allowLoopback: true })).toBeUndefined();
+    expect(refusedTarget(new URL("https://[::7f00:1]/x.png"), { allowLoopback: true })).toBeDefined();
     expect(refusedTarget(new URL("https://127.0.0.1/x.png"), { allowLoopback: true })).toBeUndefined();
     expect(refusedTarget(new URL("https://10.0.0.1/x.png"), { allowLoopback: true })).toBeDefined();
   });
-  it("refuses an image URL aimed at the metadata service before fetching it", async () => {
-    const response = await chat({
-      model: "visionllm-v2-nano",
-      messages: [
-        {
-          role: "user",
-          content: [{ type: "image_url", image_url: { url: "https://169.254.169.254/latest" } }],
-        },
-      ],
+  it("refuses a job whose webhook embeds a loopback address, before anything is stored", async () => {
+    // Webhook targets are checked before the runner or D1 are involved, so this cannot pass by
+    // another failure: the answer must be the refusal itself.
+    for (const webhook of [
+      "https://[::7f00:1]:38799/hook",
+      "https://[64:ff9b::7f00:1]/",
+      "https://[2002:7f00:1::]/",
+    ]) {
+      const response = await call("/v1/jobs", {
+        method: "POST",
+        key,
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ images: [], messages: [{ role: "user", content: "hi" }], webhook }),
+      });
+      const body = await expectError(response, 400, "invalid_request", /webhook URL is refused/);
+      expect(body.error.param).toBe("webhook");
+    }
+  });
+});
+
+describe("jobs: validation and Idempotency-Key", () => {
+  const createJob = (body: unknown, headers: Record<string, string> = {}) =>
+    call("/v1/jobs", {
+      method: "POST",
+      key,
+      headers: { "content-type": "application/json", ...headers },
+      body: JSON.stringify(body),
     });
-    // The runner is unreachable in this suite: the model card is needed first, so 503 comes
-    // before the image check; the unit checks above cover the refusal itself.
-    expect([400, 503]).toContain(response.status);
+  const job = { messages: [{ role: "user", content: "Describe the image." }] };
+
+  it("creates one job for ten concurrent requests with one key, and replays it", async () => {
+    const headers = { "idempotency-key": `concurrent-${crypto.randomUUID()}` };
+    const responses = await Promise.all(Array.from({ length: 10 }, () => createJob(job, headers)));
+    expect(responses.map((r) => r.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 200, 200, 202]);
+    const ids = new Set(
+      await Promise.all(responses.map(async (r) => ((await r.json()) as { id: string }).id)),
+    );
+    expect(ids.size).toBe(1);
+  });
+
+  it("refuses a key reused with another body (422) and a key longer than 255 characters (400)", async () => {
+    const headers = { "idempotency-key": `reused-${crypto.randomUUID()}` };
+    expect((await createJob(job, headers)).status).toBe(202);
+    const other = { messages: [{ role: "user", content: "Count the shapes." }] };
+    const reused = await expectError(
+      await createJob(other, headers),
+      422,
+      "idempotency_key_reused",
+      /different request body/,
+    );
+    expect(reused.error.param).toBe("idempotency-key");
+    const long = await expectError(
+      await createJob(job, { "idempotency-key": "k".repeat(256) }),
+      400,
+      "invalid_request",
+    );
+    expect(long.error.param).toBe("idempotency-key");
+  });
+
+  it("refuses an empty message, and keeps images sent beside messages", async () => {
+    const empty = await expectError(
+      await createJob({ messages: [{ role: "user", content: "" }] }),
+      400,
+      "invalid_request",
+    );
+    expect(empty.error.param).toBe("messages[0].content");
+    const pixel =
+      "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+    const withImage = await createJob({
+      images: [pixel],
+      messages: [{ role: "user", content: "What is this?" }],
+    });
+    expect(withImage.status).toBe(202);
+    const id = ((await withImage.json()) as { id: string }).id;
+    const row = await env.DB.prepare("SELECT request FROM jobs WHERE id = ?")
+      .bind(id)
+      .first<{ request: string }>();
+    const request = JSON.parse(row?.request ?? "{}") as { messages: { content: { type: string }[] }[] };
+    expect(request.messages[0]?.content.map((p) => p.type)).toEqual(["image_url", "text"]);
   });
 });
 
