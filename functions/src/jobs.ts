@@ -7,6 +7,7 @@ import {
   JobCreateRequestSchema,
   type JobOutput,
   type JobState,
+  type Message,
   readEventStream,
   type StreamEvent,
   VisionLLMError,
@@ -31,6 +32,7 @@ interface JobRow {
   request: string;
   webhook_url: string | null;
   webhook_events: string;
+  request_digest: string | null;
   attempts: number;
   result: string | null;
   error: string | null;
@@ -69,21 +71,53 @@ async function getRow(env: Env, id: string, keyId?: string): Promise<JobRow | nu
   return row;
 }
 
-/** The chat request a job stands for. */
+/** The chat request a job stands for: a 400 (with the field) if it is not a valid one. */
 export function chatRequestOf(
   body: ReturnType<typeof JobCreateRequestSchema.parse>,
   model: string,
 ): ChatCompletionRequest {
   const imageParts: ContentPart[] = body.images.map((url) => ({ type: "image_url", image_url: { url } }));
-  const messages = body.messages ?? [{ role: "user" as const, content: imageParts.length ? imageParts : "" }];
-  return ChatCompletionRequestSchema.parse({
+  const parsed = ChatCompletionRequestSchema.safeParse({
     model,
-    messages: messages.filter((m) => m.content !== ""),
+    messages: withImages(body.messages ?? [], imageParts),
     ...(body.task ? { task: body.task } : {}),
     max_tokens: body.max_tokens ?? 256,
     ...(body.min_tokens === undefined ? {} : { min_tokens: body.min_tokens }),
     temperature: body.temperature ?? 0,
     ...(body.seed === undefined ? {} : { seed: body.seed }),
+  });
+  if (!parsed.success) throw fromZodError(parsed.error);
+  return parsed.data;
+}
+
+/** A job's `images` join its first user message, ahead of the text, as if attached there. */
+function withImages(messages: Message[], images: ContentPart[]): Message[] {
+  messages.forEach((m, i) => {
+    if (typeof m.content === "string" && m.content.trim() === "")
+      throw new VisionLLMError(
+        "invalid_request",
+        "A message's content is empty: give its text or drop the message.",
+        {
+          param: `messages[${i}].content`,
+        },
+      );
+  });
+  if (images.length === 0) return messages;
+  if (messages.length === 0) return [{ role: "user", content: images }];
+  const first = messages.findIndex((m) => m.role === "user");
+  if (first < 0)
+    throw new VisionLLMError(
+      "invalid_request",
+      "images need a user message to go with: add one, or send no messages.",
+      {
+        param: "images",
+      },
+    );
+  return messages.map((m, i) => {
+    if (i !== first || m.role !== "user") return m;
+    const parts: ContentPart[] =
+      typeof m.content === "string" ? [{ type: "text", text: m.content }] : m.content;
+    return { ...m, content: [...images, ...parts] };
   });
 }
 
@@ -107,22 +141,21 @@ export async function createJob(c: Context<AppEnv>): Promise<Response> {
       });
   }
   const origin = new URL(c.req.url).origin;
-  const idempotencyKey = c.req.header("idempotency-key")?.slice(0, 255);
-  if (idempotencyKey) {
-    const existing = await env.DB.prepare("SELECT * FROM jobs WHERE key_id = ? AND idempotency_key = ?")
-      .bind(caller.keyId, idempotencyKey)
-      .first<JobRow>();
-    if (existing) return c.json(toJob(existing, origin), 200, { "idempotent-replayed": "true" });
-  }
+  const idempotencyKey = idempotencyKeyOf(c.req.header("idempotency-key"));
   // Validate the request as a chat now, so a malformed job fails here with a 4xx, not later.
   const chat = chatRequestOf(body, body.model ?? env.MODEL_ID);
   if (chat.model !== env.MODEL_ID)
     throw new VisionLLMError("not_found", `Unknown model ${chat.model}.`, { param: "model" });
+  const digest = await requestDigest(json);
   const id = `job_${crypto.randomUUID().replaceAll("-", "")}`;
   const now = Date.now();
-  await env.DB.prepare(
-    `INSERT INTO jobs (id, key_id, state, request, webhook_url, webhook_events, idempotency_key, created_at, queued_at, updated_at)
-     VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)`,
+  // One statement decides between concurrent creates with one key: the unique index keeps the first
+  // row, and the others read it back below instead of failing on the constraint.
+  const inserted = await env.DB.prepare(
+    `INSERT INTO jobs (id, key_id, state, request, webhook_url, webhook_events, idempotency_key, request_digest,
+                       created_at, queued_at, updated_at)
+     VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (key_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING`,
   )
     .bind(
       id,
@@ -131,15 +164,58 @@ export async function createJob(c: Context<AppEnv>): Promise<Response> {
       body.webhook ?? null,
       JSON.stringify(body.webhook_events_filter),
       idempotencyKey ?? null,
+      digest,
       now,
       now,
       now,
     )
     .run();
+  if (inserted.meta.changes === 0 && idempotencyKey)
+    return replayIdempotent(c, idempotencyKey, digest, origin);
   await env.JOBS.send({ jobId: id, origin } satisfies JobMessage);
   const row = await getRow(env, id);
   if (!row) throw new VisionLLMError("internal_error", "The job vanished after creation.");
   return c.json(toJob(row, origin), 202, { location: `${origin}/v1/jobs/${id}` });
+}
+
+const MAX_IDEMPOTENCY_KEY = 255;
+
+function idempotencyKeyOf(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  if (header.length === 0 || header.length > MAX_IDEMPOTENCY_KEY)
+    throw new VisionLLMError(
+      "invalid_request",
+      `Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY} characters (a UUID is a good choice); it has ${header.length}.`,
+      { param: "idempotency-key" },
+    );
+  return header;
+}
+
+/** SHA-256 of the body as sent (parsed, then serialised): a reused key must come with the same body. */
+async function requestDigest(json: unknown): Promise<string> {
+  const bytes = new TextEncoder().encode(JSON.stringify(json));
+  const hash = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return Array.from(hash, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function replayIdempotent(
+  c: Context<AppEnv>,
+  key: string,
+  digest: string,
+  origin: string,
+): Promise<Response> {
+  const existing = await c.env.DB.prepare("SELECT * FROM jobs WHERE key_id = ? AND idempotency_key = ?")
+    .bind(c.get("caller").keyId, key)
+    .first<JobRow>();
+  if (!existing)
+    throw new VisionLLMError("internal_error", "The job of this Idempotency-Key could not be read back.");
+  if (existing.request_digest !== null && existing.request_digest !== digest)
+    throw new VisionLLMError(
+      "idempotency_key_reused",
+      "This Idempotency-Key was already used with a different request body: use a new key for a new job.",
+      { param: "idempotency-key" },
+    );
+  return c.json(toJob(existing, origin), 200, { "idempotent-replayed": "true" });
 }
 
 export async function getJob(c: Context<AppEnv>): Promise<Response> {
