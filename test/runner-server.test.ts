@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import type { RunnerGenerateRequestInput } from "@visionllm/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { pngClaiming, pngWithGarbageData } from "./helpers/png";
 import { type Spawned, startRunner } from "./helpers/processes";
 import { generateEvents, imageInput, metric, signedFetch, textOf } from "./helpers/runner-client";
 
@@ -88,6 +89,31 @@ describe("runner server", () => {
     expect((await fetch(`${runner.url}/v1/generate`, { method: "POST", body: huge })).status).toBe(413);
     const signedHuge = await signedFetch(runner.url, "/v1/generate", { padding: "x".repeat(70 << 20) });
     expect(signedHuge.status).toBe(413);
+  });
+
+  it("refuses broken images, broken masks and regions outside the image with 400 and the field", async () => {
+    const withRegion = (region: Record<string, unknown>, images = [imageInput(scene)]) => ({
+      ...request("What is in <region>?"),
+      images,
+      regions: [{ image_index: 0, ...region }],
+    });
+    const half = scene.subarray(0, Math.floor(scene.length / 2));
+    const cases: [unknown, string][] = [
+      [{ ...request("What is this?"), images: [imageInput(half)] }, "image"],
+      [{ ...request("What is this?"), images: [imageInput(new Uint8Array(pngWithGarbageData()))] }, "image"],
+      [withRegion({ mask_png_base64: "AAAA" }), "regions[0].mask"],
+      [withRegion({ mask_png_base64: pngClaiming(20000, 20000).toString("base64") }), "regions[0].mask"],
+      [withRegion({ box: [1000, 1000, 2000, 2000] }), "regions[0].box"],
+      [withRegion({ box: [40, 40, 20, 20] }), "regions[0].box"],
+      [withRegion({ point: [99999, 99999] }), "regions[0].point"],
+    ];
+    for (const [body, param] of cases) {
+      const response = await signedFetch(runner.url, "/v1/generate", body);
+      expect(response.status, param).toBe(400);
+      const error = (await response.json()).error;
+      expect(error.code).toBe("invalid_request");
+      expect(error.param).toBe(param);
+    }
   });
 
   it("streams well-formed events with sequence numbers as ids", async () => {

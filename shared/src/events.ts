@@ -111,6 +111,8 @@ export const ErrorEventSchema = z.object({
   sequence_number: seq,
   code: ErrorCodeSchema,
   message: z.string(),
+  /** The request field at fault, when the client's input was. */
+  param: z.string().nullable().optional(),
   retryable: z.boolean(),
 });
 

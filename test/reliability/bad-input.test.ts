@@ -1,7 +1,7 @@
-import { deflateSync } from "node:zlib";
 import { ErrorBodySchema } from "@visionllm/protocol";
 import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dataUrl, pngClaiming } from "../helpers/png";
 import { type Spawned, startEdge } from "../helpers/processes";
 import { startFakeRunner } from "./fake-runner";
 
@@ -12,37 +12,7 @@ const FULL = process.env.RELIABILITY_FULL === "1";
 const RUNS = Number(process.env.RELIABILITY_BAD_INPUTS ?? (FULL ? 10_000 : 500));
 
 /** A PNG whose header claims 60000 x 60000 pixels over a few hundred bytes of data. */
-function decompressionBomb(): string {
-  const crcTable = Array.from({ length: 256 }, (_, n) => {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    return c >>> 0;
-  });
-  const crc = (buf: Buffer) => {
-    let c = 0xffffffff;
-    for (const b of buf) c = (crcTable[(c ^ b) & 0xff] ?? 0) ^ (c >>> 8);
-    return (c ^ 0xffffffff) >>> 0;
-  };
-  const chunk = (type: string, data: Buffer) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const body = Buffer.concat([Buffer.from(type), data]);
-    const sum = Buffer.alloc(4);
-    sum.writeUInt32BE(crc(body));
-    return Buffer.concat([len, body, sum]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(60000, 0);
-  ihdr.writeUInt32BE(60000, 4);
-  ihdr.set([8, 2, 0, 0, 0], 8);
-  const png = Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk("IHDR", ihdr),
-    chunk("IDAT", deflateSync(Buffer.alloc(100_000))),
-    chunk("IEND", Buffer.alloc(0)),
-  ]);
-  return `data:image/png;base64,${png.toString("base64")}`;
-}
+const decompressionBomb = () => dataUrl(pngClaiming(60000, 60000));
 
 describe("bad input", () => {
   let edge: Spawned & { edge: string; apiKey: string };

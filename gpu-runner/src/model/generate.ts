@@ -193,7 +193,7 @@ export async function preparePrompt(model: VisionLLM, input: GenerateInput): Pro
           },
         );
       }
-      const mask = await regionMask(region, image, size);
+      const mask = await regionMask(region, image, size, regionIndex - 1);
       embeds.set(await model.regionEmbed(image.features, mask), p * d);
       const identity = identities[region.image_index];
       keys[p] =
@@ -405,14 +405,48 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
   yield { type: "done", finish_reason: finish };
 }
 
-async function regionMask(region: RunnerRegion, image: PreparedImage, size: number): Promise<Uint8Array> {
+/** A region's mask on the model's grid; a region outside its image, or covering no pixel of it, is the
+ * client's mistake (400 naming the region), never an empty prompt the model would answer anyway. */
+async function regionMask(
+  region: RunnerRegion,
+  image: PreparedImage,
+  size: number,
+  index: number,
+): Promise<Uint8Array> {
   const scale = { sx: size / image.width, sy: size / image.height };
-  if (region.box) return boxMask(region.box, size, scale);
-  if (region.point) return pointMask(region.point, size, scale);
-  if (region.mask_png_base64) return decodeMaskPng(region.mask_png_base64, size);
-  throw new VisionLLMError("invalid_request", "A region needs a box, a point or a mask.", {
-    param: "regions",
-  });
+  const param = `regions[${index}]`;
+  const where = `the image is ${image.width} x ${image.height} pixels`;
+  let mask: Uint8Array | undefined;
+  if (region.box) {
+    const [x0, y0, x1, y1] = region.box;
+    if (!(x1 > x0 && y1 > y0) || x0 >= image.width || y0 >= image.height || x1 <= 0 || y1 <= 0)
+      throw new VisionLLMError(
+        "invalid_request",
+        `Region ${index}'s box [${region.box.join(", ")}] is empty or outside the image (${where}): give [x0, y0, x1, y1] in its pixels.`,
+        { param: `${param}.box` },
+      );
+    mask = boxMask(region.box, size, scale);
+  } else if (region.point) {
+    const [x, y] = region.point;
+    if (x < 0 || y < 0 || x >= image.width || y >= image.height)
+      throw new VisionLLMError(
+        "invalid_request",
+        `Region ${index}'s point [${x}, ${y}] is outside the image (${where}).`,
+        { param: `${param}.point` },
+      );
+    mask = pointMask(region.point, size, scale);
+  } else if (region.mask_png_base64) {
+    mask = await decodeMaskPng(region.mask_png_base64, size, `${param}.mask`);
+  }
+  if (!mask)
+    throw new VisionLLMError("invalid_request", "A region needs a box, a point or a mask.", { param });
+  if (!mask.includes(1))
+    throw new VisionLLMError(
+      "invalid_request",
+      `Region ${index} covers no pixel of the image: draw it larger.`,
+      { param },
+    );
+  return mask;
 }
 
 async function* runPerception(

@@ -48,12 +48,22 @@ export async function decodeImage(bytes: Uint8Array, maxPixels: number): Promise
       { param: "image" },
     );
   }
-  const { data, info } = await sharp(bytes, { limitInputPixels: maxPixels })
+  const { data, info } = await sharp(bytes, { limitInputPixels: maxPixels, failOn: "error" })
     .rotate()
     .removeAlpha()
     .toColourspace("srgb")
     .raw()
-    .toBuffer({ resolveWithObject: true });
+    .toBuffer({ resolveWithObject: true })
+    .catch(() => {
+      // The header was fine but the pixel data is not (truncated, corrupt compressed stream).
+      throw new VisionLLMError(
+        "invalid_request",
+        "The image data is truncated or corrupt: send the whole file.",
+        {
+          param: "image",
+        },
+      );
+    });
   return {
     rgb: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
     width: info.width,
@@ -117,13 +127,31 @@ export async function encodePng(rgb: Uint8Array, width: number, height: number):
   return png.toString("base64");
 }
 
-/** A PNG mask (any size) -> binary [size*size], resized to the model's grid, 1 where > 127. */
-export async function decodeMaskPng(base64: string, size: number): Promise<Uint8Array> {
-  const { data } = await sharp(Buffer.from(base64, "base64"))
+/** Region masks larger than this are refused unread (a mask is drawn on the image, not a poster). */
+const MAX_MASK_PIXELS = 4096 * 4096;
+
+/** A PNG mask (any size up to MAX_MASK_PIXELS) -> binary [size*size], resized to the model's grid, 1
+ * where > 127. Unreadable or oversized masks are the client's mistake: 400 naming `param`. */
+export async function decodeMaskPng(base64: string, size: number, param = "regions"): Promise<Uint8Array> {
+  const bytes = Buffer.from(base64, "base64");
+  const refuse = (why: string) => new VisionLLMError("invalid_request", `The region mask ${why}.`, { param });
+  const meta = await sharp(bytes)
+    .metadata()
+    .catch(() => {
+      throw refuse("could not be read: send a PNG, base64-encoded");
+    });
+  if ((meta.width ?? 0) * (meta.height ?? 0) > MAX_MASK_PIXELS)
+    throw refuse(
+      `is ${meta.width} x ${meta.height}; at most ${MAX_MASK_PIXELS} pixels: draw it at the image's size`,
+    );
+  const { data } = await sharp(bytes, { limitInputPixels: MAX_MASK_PIXELS, failOn: "error" })
     .greyscale()
     .resize(size, size, { fit: "fill", kernel: "nearest" })
     .raw()
-    .toBuffer({ resolveWithObject: true });
+    .toBuffer({ resolveWithObject: true })
+    .catch(() => {
+      throw refuse("is truncated or corrupt");
+    });
   const out = new Uint8Array(size * size);
   for (let i = 0; i < out.length; i++) out[i] = (data[i] ?? 0) > 127 ? 1 : 0;
   return out;

@@ -341,7 +341,7 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
     const refused = head[1];
     if (refused?.type === "error" && !refused.retryable && refused.code !== "model_error") {
       await iterator.return(undefined);
-      throw new VisionLLMError(refused.code, refused.message);
+      throw new VisionLLMError(refused.code, refused.message, refused.param ? { param: refused.param } : {});
     }
     async function* replay(): AsyncGenerator<StreamEvent> {
       yield* head;
@@ -370,5 +370,11 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
 }
 
 function errorEvent(error: VisionLLMError): UnnumberedEvent {
-  return { type: "error", code: error.code, message: error.message, retryable: error.retryable };
+  return {
+    type: "error",
+    code: error.code,
+    message: error.message,
+    ...(error.param ? { param: error.param } : {}),
+    retryable: error.retryable,
+  };
 }
