@@ -377,12 +377,19 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
         limits.runnerIdleMs,
       );
     }
+    let ended = false;
     const onEnd = () => {
+      if (ended) return;
+      ended = true;
       runnerDone();
       release();
       if (key && !cached && cacheable(collected))
         c.executionCtx.waitUntil(writeCached(env.CACHE, key, collected, limits.cacheTtlSeconds));
     };
+    // A client that goes away frees its stream slot at once. The body's cancel() is not enough on
+    // its own: measured, workerd does not always cancel a body whose pull is waiting on the runner,
+    // and the slot stayed held until the lease expired.
+    c.req.raw.signal.addEventListener("abort", onEnd, { once: true });
     const events = numbered(source, onEnd);
     const allHeaders = { ...headers, "x-cache": xCache };
 

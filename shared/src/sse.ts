@@ -39,9 +39,16 @@ export function sseResponse(
   let ping: ReturnType<typeof setInterval> | undefined;
   let lastWrite = Date.now();
   let closed = false;
+  let canceled = false;
   const stop = () => {
     closed = true;
     if (ping !== undefined) clearInterval(ping);
+  };
+  const cancel = () => {
+    stop();
+    if (canceled) return;
+    canceled = true;
+    options.onCancel();
   };
   const body = new ReadableStream<Uint8Array>(
     {
@@ -53,7 +60,8 @@ export function sseResponse(
               controller.enqueue(encoder.encode(encodeComment("ping")));
               lastWrite = Date.now();
             } catch {
-              stop();
+              // The stream is gone (the client left): the same as a cancel.
+              cancel();
             }
           },
           Math.max(50, Math.floor(options.pingMs / 2)),
@@ -75,8 +83,7 @@ export function sseResponse(
         }
       },
       async cancel() {
-        stop();
-        options.onCancel();
+        cancel();
         await frames.return?.(undefined);
       },
     },

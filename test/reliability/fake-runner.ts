@@ -4,7 +4,7 @@ import { freePort } from "../helpers/processes";
 
 /** Misbehaving runners for fault tests: they answer the model card, then fail in a chosen way. */
 
-export type Behaviour = "garbage" | "stall" | "half" | "ok";
+export type Behaviour = "garbage" | "stall" | "half" | "ok" | "slow";
 
 export async function startFakeRunner(behaviour: Behaviour): Promise<{ url: string; server: Server }> {
   const port = await freePort();
@@ -39,6 +39,18 @@ export async function startFakeRunner(behaviour: Behaviour): Promise<{ url: stri
             .map((e) => `event: ${e.type}\nid: ${e.sequence_number}\ndata: ${JSON.stringify(e)}\n\n`)
             .join(""),
         );
+      } else if (behaviour === "slow") {
+        // A long answer, one token every 100 ms, until the edge goes away.
+        res.write(
+          'event: start\nid: 0\ndata: {"type":"start","sequence_number":0,"id":"x","model":"m","created":1}\n\n',
+        );
+        let n = 1;
+        const tick = setInterval(() => {
+          const event = { type: "text-delta", sequence_number: n, delta: "la " };
+          res.write(`event: text-delta\nid: ${n}\ndata: ${JSON.stringify(event)}\n\n`);
+          n++;
+        }, 100);
+        res.on("close", () => clearInterval(tick));
       } else {
         res.write(
           'event: start\nid: 0\ndata: {"type":"start","sequence_number":0,"id":"x","model":"m","created":1}\n\n',

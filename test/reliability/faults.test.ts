@@ -52,6 +52,48 @@ describe("faults", () => {
     }, 120_000);
   }
 
+  it("streams the client closed free their slots within 5 s", async () => {
+    const fake = await startFakeRunner("slow");
+    started.push({ stop: async () => fake.server.close() });
+    const edge = await startEdge({ runnerUrls: fake.url, vars: { DEFAULT_MAX_CONCURRENT: "4" } });
+    started.push(edge);
+    const open = async () => {
+      const controller = new AbortController();
+      const response = await fetch(`${edge.edge}/v1/chat`, {
+        method: "POST",
+        signal: controller.signal,
+        headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify({ model: "visionllm-v2-nano", messages: [{ role: "user", content: "Hello!" }] }),
+      });
+      return { response, controller };
+    };
+    for (let round = 0; round < 2; round++) {
+      const streams = await Promise.all(Array.from({ length: 4 }, open));
+      expect(streams.map((s) => s.response.status)).toEqual([200, 200, 200, 200]);
+      for (const s of streams) await s.response.body?.getReader().read();
+      const extra = await open();
+      expect(extra.response.status).toBe(429);
+      await extra.response.text();
+      for (const s of streams) s.controller.abort();
+      const closedAt = Date.now();
+      let admitted: Awaited<ReturnType<typeof open>> | undefined;
+      while (!admitted && Date.now() - closedAt < 5000) {
+        const attempt = await open();
+        if (attempt.response.status === 200) admitted = attempt;
+        else {
+          await attempt.response.text();
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      }
+      expect(
+        admitted?.response.status,
+        `slot still held ${Date.now() - closedAt} ms after the clients left`,
+      ).toBe(200);
+      admitted?.controller.abort();
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }, 120_000);
+
   it("a real runner killed mid-stream: the client gets an error event and a clean end", async () => {
     const runner: Spawned & { url: string } = await startRunner({ RUNNER_BUNDLE: bundle });
     started.push(runner);
