@@ -7,6 +7,7 @@ import {
   encodeData,
   fromZodError,
   isDeterministic,
+  MODEL_DIGEST_HEADER,
   nativeFrames,
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
@@ -28,7 +29,7 @@ import { sha256Hex } from "./api-keys";
 import { cacheable, cacheKey, readCached, writeCached } from "./cache";
 import { type AppEnv, type Env, limitsOf } from "./env";
 import { type AssembledPrompt, assemblePrompt, runnerImages } from "./prompt";
-import { forwardGenerate, modelCard } from "./runner-pool";
+import { forgetModelCard, forwardGenerate, modelCard } from "./runner-pool";
 
 /** POST /v1/chat (native events) and POST /v1/chat/completions (OpenAI chunks). */
 
@@ -361,6 +362,7 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
     c.req.raw.signal.addEventListener("abort", () => upstream.abort(), { once: true });
     let runnerDone = () => {};
     const collected: StreamEvent[] = [];
+    let staleCard = false;
     if (cached) {
       xCache = "HIT";
       source = replayCached(cached);
@@ -371,6 +373,13 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
         upstream.signal,
       );
       runnerDone = forwarded.done;
+      const answeredBy = forwarded.response.headers.get(MODEL_DIGEST_HEADER);
+      if (answeredBy && answeredBy !== card.digest) {
+        // The bundle was swapped under a cached card: this answer must not be filed under the old
+        // digest, and the next request reads the new card.
+        staleCard = true;
+        c.executionCtx.waitUntil(forgetModelCard(env));
+      }
       source = fromRunner(
         forwarded.response.body as ReadableStream<Uint8Array>,
         collected,
@@ -383,7 +392,7 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
       ended = true;
       runnerDone();
       release();
-      if (key && !cached && cacheable(collected))
+      if (key && !cached && !staleCard && cacheable(collected))
         c.executionCtx.waitUntil(writeCached(env.CACHE, key, collected, limits.cacheTtlSeconds));
     };
     // A client that goes away frees its stream slot at once. The body's cancel() is not enough on

@@ -153,6 +153,12 @@ export async function modelCard(env: Env): Promise<ModelCard> {
   throw unavailable();
 }
 
+/** Drops the model card held in memory and in KV: a runner answered with another bundle's digest. */
+export async function forgetModelCard(env: Env): Promise<void> {
+  cardCache = undefined;
+  await env.CACHE.delete(CARD_KV_KEY);
+}
+
 /** How many runners answer their readiness probe (each given at most `timeoutMs`). */
 export async function readyRunners(env: Env, timeoutMs = 2000): Promise<{ ready: number; total: number }> {
   const urls = runnerUrls(env);

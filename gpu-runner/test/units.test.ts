@@ -4,8 +4,10 @@ import sharp from "sharp";
 import { describe, expect, it } from "vitest";
 import { bundleDigest } from "../src/bundle/load";
 import type { Manifest } from "../src/bundle/manifest";
+import { ImageFeatureCache, RequestCacheView } from "../src/engine/feature-cache";
 import { Mulberry32 } from "../src/generation/rng";
 import { argmax, findStop, partialStopLength, sampleToken } from "../src/generation/sampler";
+import type { PreparedImage } from "../src/model/generate";
 import {
   groupLabel,
   postprocessDetections,
@@ -271,5 +273,31 @@ describe("preprocessing", () => {
       std: [0.5, 0.5, 0.5],
     });
     expect(Array.from(px).map((v) => Math.round(v * 100) / 100)).toEqual([1, -1, -0.0]);
+  });
+});
+
+describe("feature cache", () => {
+  it("counts each request's own hits and misses, whatever runs beside it", () => {
+    const shared = new ImageFeatureCache(1 << 20);
+    const image = {
+      rgb: new Uint8Array(3),
+      width: 1,
+      height: 1,
+      features: {
+        pixelValues: new Float32Array(3),
+        imageEmbeds: new Float32Array(4),
+        levels: { data: new Float32Array(4) },
+      },
+    } as unknown as PreparedImage;
+    const a = new RequestCacheView(shared);
+    const b = new RequestCacheView(shared);
+    a.get("x");
+    a.set("x", image);
+    b.get("x");
+    b.get("x");
+    a.get("y");
+    expect([a.hits, a.misses]).toEqual([0, 2]);
+    expect([b.hits, b.misses]).toEqual([2, 0]);
+    expect([shared.hits, shared.misses]).toEqual([2, 2]);
   });
 });

@@ -7,6 +7,9 @@ export const RUNNER_SIGNATURE_HEADER = "x-runner-signature";
 export const RUNNER_TIMESTAMP_HEADER = "x-runner-timestamp";
 export const RUNNER_NONCE_HEADER = "x-runner-nonce";
 export const REQUEST_ID_HEADER = "x-request-id";
+/** The digest of the bundle that answered a generate request: the edge's response cache is keyed by
+ * the model card's digest, so a runner that answers with another one means the card it holds is stale. */
+export const MODEL_DIGEST_HEADER = "x-model-digest";
 
 export const RunnerImageSchema = z.strictObject({
   /** The encoded image bytes (PNG, JPEG or WebP), base64. */

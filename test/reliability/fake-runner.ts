@@ -6,7 +6,11 @@ import { freePort } from "../helpers/processes";
 
 export type Behaviour = "garbage" | "stall" | "half" | "ok" | "slow";
 
-export async function startFakeRunner(behaviour: Behaviour): Promise<{ url: string; server: Server }> {
+/** `answeredDigest`: the bundle digest the runner's answers claim (default: its card's). */
+export async function startFakeRunner(
+  behaviour: Behaviour,
+  answeredDigest: string = CARD.digest,
+): Promise<{ url: string; server: Server }> {
   const port = await freePort();
   const server = createServer((req, res) => {
     req.resume();
@@ -15,7 +19,7 @@ export async function startFakeRunner(behaviour: Behaviour): Promise<{ url: stri
         res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify(CARD));
         return;
       }
-      res.writeHead(200, { "content-type": "text/event-stream" });
+      res.writeHead(200, { "content-type": "text/event-stream", "x-model-digest": answeredDigest });
       if (behaviour === "garbage") {
         res.write("event: text-delta\nid: 0\ndata: {not json at all\n\n");
         res.end("\u0000\u0001garbage\n\n");

@@ -52,6 +52,34 @@ describe("faults", () => {
     }, 120_000);
   }
 
+  it("answers from a runner with another bundle are never cached under the card's digest", async () => {
+    for (const [digest, second] of [
+      [undefined, "HIT"],
+      ["a-newer-bundle", "MISS"],
+    ] as const) {
+      const fake = await startFakeRunner("ok", digest);
+      started.push({ stop: async () => fake.server.close() });
+      const edge = await startEdge({ runnerUrls: fake.url });
+      started.push(edge);
+      const ask = async () => {
+        const response = await fetch(`${edge.edge}/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
+          body: JSON.stringify({
+            model: "visionllm-v2-nano",
+            messages: [{ role: "user", content: "Hello!" }],
+          }),
+        });
+        await response.text();
+        return response.headers.get("x-cache");
+      };
+      expect(await ask()).toBe("MISS");
+      // Cache writes happen after the response (waitUntil).
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await ask(), `second answer, runner digest ${digest ?? "same as the card"}`).toBe(second);
+    }
+  }, 120_000);
+
   it("streams the client closed free their slots within 5 s", async () => {
     const fake = await startFakeRunner("slow");
     started.push({ stop: async () => fake.server.close() });

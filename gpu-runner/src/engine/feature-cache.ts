@@ -54,3 +54,26 @@ export class ImageFeatureCache implements FeatureCache {
     return this.#entries.size;
   }
 }
+
+/** One request's view of the shared cache, counting only that request's hits and misses (a
+ * difference of the shared counters would count concurrent requests' lookups too). */
+export class RequestCacheView implements FeatureCache {
+  hits = 0;
+  misses = 0;
+  readonly #cache: FeatureCache;
+
+  constructor(cache: FeatureCache) {
+    this.#cache = cache;
+  }
+
+  get(key: string): PreparedImage | undefined {
+    const value = this.#cache.get(key);
+    if (value) this.hits++;
+    else this.misses++;
+    return value;
+  }
+
+  set(key: string, value: PreparedImage): void {
+    this.#cache.set(key, value);
+  }
+}

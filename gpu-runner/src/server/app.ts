@@ -2,6 +2,7 @@ import { createHash } from "node:crypto";
 import {
   describeZodError,
   EventSequencer,
+  MODEL_DIGEST_HEADER,
   type ModelCard,
   nativeFrames,
   PROTOCOL_HEADER,
@@ -23,7 +24,7 @@ import { bodyLimit } from "hono/body-limit";
 import { bundleDigest } from "../bundle/load";
 import { Admission } from "../engine/admission";
 import { DecodeBatcher } from "../engine/batcher";
-import { ImageFeatureCache } from "../engine/feature-cache";
+import { ImageFeatureCache, RequestCacheView } from "../engine/feature-cache";
 import { PrefixCache } from "../engine/prefix-cache";
 import { generate } from "../model/generate";
 import type { VisionLLM } from "../model/visionllm";
@@ -251,7 +252,7 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
 
     let firstToken = 0;
     let lastToken = 0;
-    const hitsBefore = cache.hits;
+    const requestCache = new RequestCacheView(cache);
     const sequencer = new EventSequencer();
     const events = generate(model, {
       prompt: request.prompt,
@@ -260,7 +261,7 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
       sampling: request.sampling,
       signal: controller.signal,
       maxImagePixels: config.RUNNER_MAX_IMAGE_PIXELS,
-      featureCache: cache,
+      featureCache: requestCache,
       ...(prefixCache ? { prefixCache } : {}),
       batcher,
       onToken: () => {
@@ -321,8 +322,8 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
         yield sequencer.number(errorEvent(err));
         yield sequencer.number({ type: "done", finish_reason: "error" });
       } finally {
-        if (cache.hits > hitsBefore) metrics.cacheHits.inc(cache.hits - hitsBefore);
-        else if (images.length) metrics.cacheMisses.inc(images.length);
+        if (requestCache.hits) metrics.cacheHits.inc(requestCache.hits);
+        if (requestCache.misses) metrics.cacheMisses.inc(requestCache.misses);
         reportPrefixCache();
         // A stream the client closed ends here without a done event: that request was canceled.
         finish(reason ?? (controller.signal.aborted ? "canceled" : "error"));
@@ -353,7 +354,11 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
         controller.abort();
         log("info", "client disconnected");
       },
-      headers: { [PROTOCOL_HEADER]: PROTOCOL_VERSION, [REQUEST_ID_HEADER]: requestId },
+      headers: {
+        [PROTOCOL_HEADER]: PROTOCOL_VERSION,
+        [REQUEST_ID_HEADER]: requestId,
+        [MODEL_DIGEST_HEADER]: card.digest,
+      },
     });
   });
 
