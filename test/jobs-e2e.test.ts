@@ -62,6 +62,7 @@ describe("webhook jobs", () => {
       RUNNER_BUNDLE: bundle,
       DEV_WEBHOOK_SECRET: WEBHOOK_SECRET,
       WEBHOOK_RETRY_SCALE: "0.05",
+      JOB_RETRY_BASE_S: "1",
     });
   }, 200_000);
 

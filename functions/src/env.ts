@@ -21,6 +21,8 @@ export interface Env {
   ALLOW_LOOPBACK_URLS: string;
   WEBHOOK_RETRY_SCALE: string;
   JOB_MAX_ATTEMPTS: string;
+  JOB_RETRY_BASE_S?: string;
+  JOB_RETRY_MAX_S?: string;
   RUNNER_IDLE_TIMEOUT_MS: string;
   /** "*", or a comma-separated list of origins that may call the API from a browser. */
   CORS_ALLOW_ORIGINS?: string;

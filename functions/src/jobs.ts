@@ -340,9 +340,23 @@ async function notify(env: Env, id: string, type: WebhookEventType, origin: stri
   if (row) await enqueueWebhook(env, toJob(row, origin), row.key_id, type);
 }
 
+/**
+ * Seconds before attempt `attempts + 1`: JOB_RETRY_BASE_S doubling, capped at JOB_RETRY_MAX_S. With
+ * the defaults (5 s, 300 s, 8 attempts) a job keeps trying for about ten minutes, so a runner that
+ * restarts or a fleet that is briefly full does not fail it for good.
+ */
+export function jobRetryDelaySeconds(
+  env: Pick<Env, "JOB_RETRY_BASE_S" | "JOB_RETRY_MAX_S">,
+  attempts: number,
+): number {
+  const base = Number(env.JOB_RETRY_BASE_S || 5);
+  const cap = Number(env.JOB_RETRY_MAX_S || 300);
+  return Math.max(0, Math.min(cap, Math.round(base * 2 ** Math.max(0, attempts - 1))));
+}
+
 /** JOBS consumer: at-least-once delivery, so every step checks the job's current state. */
 export async function consumeJobs(batch: MessageBatch<JobMessage>, env: Env): Promise<void> {
-  const maxAttempts = Number(env.JOB_MAX_ATTEMPTS || 3);
+  const maxAttempts = Number(env.JOB_MAX_ATTEMPTS || 8);
   for (const message of batch.messages) {
     const { jobId: id, origin } = message.body;
     const row = await getRow(env, id);
@@ -397,7 +411,7 @@ export async function consumeJobs(batch: MessageBatch<JobMessage>, env: Env): Pr
         await env.DB.prepare("UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?")
           .bind(`attempt ${attempts}: ${err.message}`, Date.now(), id)
           .run();
-        message.retry({ delaySeconds: Math.min(60, 2 ** attempts) });
+        message.retry({ delaySeconds: jobRetryDelaySeconds(env, attempts) });
       } else {
         if (
           await transition(env, id, ["queued", "running"], "failed", { error: `${err.code}: ${err.message}` })

@@ -7,6 +7,7 @@ import { cacheKey } from "../src/cache";
 import { allowedOrigin } from "../src/cors";
 import { type Env, limitsOf } from "../src/env";
 import { imageDimensions } from "../src/images";
+import { jobRetryDelaySeconds } from "../src/jobs";
 import { assemblePrompt } from "../src/prompt";
 import { refusedTarget } from "../src/ssrf";
 
@@ -371,6 +372,13 @@ describe("jobs: validation and Idempotency-Key", () => {
       "invalid_request",
     );
     expect(long.error.param).toBe("idempotency-key");
+  });
+
+  it("spreads a failing job's retries over about ten minutes by default", () => {
+    const delays = Array.from({ length: 7 }, (_, i) => jobRetryDelaySeconds({}, i + 1));
+    expect(delays).toEqual([5, 10, 20, 40, 80, 160, 300]);
+    expect(delays.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(600);
+    expect(jobRetryDelaySeconds({ JOB_RETRY_BASE_S: "1", JOB_RETRY_MAX_S: "4" }, 5)).toBe(4);
   });
 
   it("refuses an empty message, and keeps images sent beside messages", async () => {
