@@ -9,7 +9,7 @@ import { persistDir, seedLocalState, wranglerDevArgs, wranglerEnv, writeSecretsF
  * - the GPU runner (RUNNER_PORT, default 8788) with model/bundle (RUNNER_BUNDLE to change it);
  * - the edge under `wrangler dev` (PORT, default 8787) with local D1, KV, Durable Objects, R2;
  * - D1 migrations applied, a local API key seeded (DEV_API_KEY, or a new one printed here).
- * Ctrl-C stops both.
+ * Both are supervised: either one exiting unasked is restarted with backoff. Ctrl-C stops both.
  */
 
 const port = Number(process.env.PORT ?? 8787);
@@ -26,9 +26,20 @@ if (!isApiKeyShape(apiKey)) {
 }
 const webhookSecret = process.env.DEV_WEBHOOK_SECRET ?? newWebhookSecret();
 const persist = persistDir();
-const children: ChildProcess[] = [];
+const children = new Map<string, ChildProcess>();
 
-function start(name: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess {
+/** Backoff after an unexpected exit: 1 s doubling to 30 s; a process that stayed up a minute starts over. */
+const RESTART_MIN_MS = 1000;
+const RESTART_MAX_MS = 30_000;
+const STABLE_MS = 60_000;
+
+/**
+ * Runs a child and restarts it whenever it exits unasked (a crash, kill -9), with backoff, so one
+ * process dying never takes the stack down: while the runner is away the edge answers 503 with
+ * Retry-After, and streams cut by the crash end with an error event.
+ */
+function supervise(name: string, args: string[], env: NodeJS.ProcessEnv, delayMs = RESTART_MIN_MS): void {
+  const startedAt = Date.now();
   const child = spawn(process.execPath, args, { env, stdio: ["ignore", "pipe", "pipe"] });
   const prefix = (chunk: Buffer) =>
     chunk
@@ -40,13 +51,14 @@ function start(name: string, args: string[], env: NodeJS.ProcessEnv): ChildProce
   child.stdout?.on("data", (d: Buffer) => process.stdout.write(prefix(d)));
   child.stderr?.on("data", (d: Buffer) => process.stderr.write(prefix(d)));
   child.on("exit", (code, signal) => {
-    if (!stopping) {
-      console.error(`[${name}] exited (${code ?? signal}); stopping the stack.`);
-      void stop(1);
-    }
+    if (stopping) return;
+    const next = Date.now() - startedAt > STABLE_MS ? RESTART_MIN_MS : delayMs;
+    console.error(`[${name}] exited (${code ?? signal}); restarting in ${next / 1000} s.`);
+    setTimeout(() => {
+      if (!stopping) supervise(name, args, env, Math.min(RESTART_MAX_MS, next * 2));
+    }, next);
   });
-  children.push(child);
-  return child;
+  children.set(name, child);
 }
 
 async function waitFor(url: string, timeoutMs: number): Promise<void> {
@@ -67,7 +79,7 @@ async function stop(code: number): Promise<void> {
   if (stopping) return;
   stopping = true;
   await Promise.all(
-    children.map(
+    [...children.values()].map(
       (child) =>
         new Promise<void>((resolve) => {
           if (child.exitCode !== null || child.signalCode !== null) return resolve();
@@ -85,13 +97,13 @@ process.on("SIGTERM", () => void stop(0));
 
 async function main(): Promise<void> {
   await buildWeb();
-  start("runner", ["--import", "tsx", "gpu-runner/src/server/main.ts"], {
+  supervise("runner", ["--import", "tsx", "gpu-runner/src/server/main.ts"], {
     ...process.env,
     RUNNER_PORT: String(runnerPort),
     RUNNER_SECRET: runnerSecret,
   });
   await seedLocalState({ persist, apiKey, webhookSecret });
-  start(
+  supervise(
     "edge",
     wranglerDevArgs({
       port,
@@ -101,6 +113,7 @@ async function main(): Promise<void> {
         RUNNER_URLS: `http://127.0.0.1:${runnerPort}`,
         ALLOW_LOOPBACK_URLS: "true",
         WEBHOOK_RETRY_SCALE: process.env.WEBHOOK_RETRY_SCALE ?? "0.2",
+        JOB_RETRY_BASE_S: process.env.JOB_RETRY_BASE_S ?? "5",
       },
     }),
     wranglerEnv(),

@@ -34,6 +34,8 @@ import { forgetModelCard, forwardGenerate, modelCard } from "./runner-pool";
 /** POST /v1/chat (native events) and POST /v1/chat/completions (OpenAI chunks). */
 
 const PING_MS = 15_000;
+/** Seconds a client is told to wait after a retryable failure (a runner restart takes about this). */
+const RETRY_AFTER_S = 2;
 
 async function readBody(c: Context<AppEnv>): Promise<unknown> {
   const type = c.req.header("content-type") ?? "";
@@ -246,7 +248,13 @@ async function collect(
         completion_tokens: event.completion_tokens,
         total_tokens: event.total_tokens,
       };
-    else if (event.type === "error") throw new VisionLLMError(event.code, event.message);
+    else if (event.type === "error")
+      // A retryable failure (the runner died, timed out) tells the client when to come back, as a
+      // 503 before any stream does.
+      throw new VisionLLMError(event.code, event.message, {
+        ...(event.param ? { param: event.param } : {}),
+        ...(event.retryable ? { retryAfterSeconds: RETRY_AFTER_S } : {}),
+      });
     else if (event.type === "done") finish = toOpenAIFinish(event.finish_reason);
   }
   return {

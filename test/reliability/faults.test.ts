@@ -1,6 +1,7 @@
+import { execFileSync } from "node:child_process";
 import { readEventStream, type StreamEvent } from "@visionllm/protocol";
 import { afterAll, describe, expect, it } from "vitest";
-import { type Spawned, startEdge, startRunner } from "../helpers/processes";
+import { type Spawned, startEdge, startRunner, startStack } from "../helpers/processes";
 import { type Behaviour, startFakeRunner } from "./fake-runner";
 
 /** Faults between edge and runner: the client always gets an error event and a clean end, the edge survives. */
@@ -153,4 +154,41 @@ describe("faults", () => {
     expect(after.status).toBe(503);
     expect(Number(after.headers.get("retry-after"))).toBeGreaterThan(0);
   }, 180_000);
+
+  it("npm start restarts a runner killed with SIGKILL; meanwhile the edge answers 503 with Retry-After", async () => {
+    const stack = await startStack({ RUNNER_BUNDLE: bundle });
+    started.push(stack);
+    const runnerPid = () =>
+      execFileSync("pgrep", ["-P", String(stack.process.pid), "-f", "gpu-runner/src/server/main.ts"])
+        .toString()
+        .trim();
+    const first = runnerPid();
+    process.kill(Number(first), "SIGKILL");
+    const ask = () =>
+      fetch(`${stack.edge}/v1/chat/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify({
+          model: "visionllm-v2-nano",
+          max_tokens: 4,
+          messages: [{ role: "user", content: "Hello!" }],
+        }),
+      });
+    const statuses: number[] = [];
+    const until = Date.now() + 90_000;
+    let last = 0;
+    while (last !== 200 && Date.now() < until) {
+      const response = await ask();
+      await response.text();
+      last = response.status;
+      statuses.push(last);
+      if (last === 503) expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
+      else if (last !== 200) throw new Error(`unexpected ${last}`);
+      if (last !== 200) await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(statuses).toContain(503);
+    expect(last).toBe(200);
+    expect(runnerPid()).not.toBe(first);
+    expect(stack.output()).toMatch(/\[runner\] exited .*restarting in 1 s/);
+  }, 300_000);
 });
