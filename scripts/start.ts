@@ -2,7 +2,14 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { generateApiKey, isApiKeyShape, newWebhookSecret } from "../functions/src/api-keys";
 import { buildWeb } from "./build-web";
-import { persistDir, seedLocalState, wranglerDevArgs, wranglerEnv, writeSecretsFile } from "./wrangler";
+import {
+  persistDir,
+  persistentLocalSecret,
+  seedLocalState,
+  wranglerDevArgs,
+  wranglerEnv,
+  writeSecretsFile,
+} from "./wrangler";
 
 /**
  * `npm start`: the whole stack locally with the bundled model.
@@ -15,6 +22,7 @@ import { persistDir, seedLocalState, wranglerDevArgs, wranglerEnv, writeSecretsF
 const port = Number(process.env.PORT ?? 8787);
 const runnerPort = Number(process.env.RUNNER_PORT ?? 8788);
 const runnerSecret = process.env.RUNNER_SECRET ?? randomBytes(24).toString("hex");
+
 const apiKey = process.env.DEV_API_KEY ?? generateApiKey();
 if (!isApiKeyShape(apiKey)) {
   // The edge would refuse it on every request; say so now rather than with a 401 later.
@@ -102,13 +110,19 @@ async function main(): Promise<void> {
     RUNNER_PORT: String(runnerPort),
     RUNNER_SECRET: runnerSecret,
   });
-  await seedLocalState({ persist, apiKey, webhookSecret });
+  // Seals webhook secrets in local D1: kept in the state folder, so secrets stored earlier still open.
+  const webhookSecretsKey =
+    process.env.WEBHOOK_SECRETS_KEY ?? (await persistentLocalSecret(persist, "webhook-secrets.key"));
+  await seedLocalState({ persist, apiKey, webhookSecret, webhookSecretsKey });
   supervise(
     "edge",
     wranglerDevArgs({
       port,
       persist,
-      secretsFile: await writeSecretsFile(persist, { RUNNER_SECRET: runnerSecret }),
+      secretsFile: await writeSecretsFile(persist, {
+        RUNNER_SECRET: runnerSecret,
+        WEBHOOK_SECRETS_KEY: webhookSecretsKey,
+      }),
       vars: {
         RUNNER_URLS: `http://127.0.0.1:${runnerPort}`,
         ALLOW_LOOPBACK_URLS: "true",

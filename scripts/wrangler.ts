@@ -1,7 +1,9 @@
 import { spawn } from "node:child_process";
-import { chmod, rm, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { chmod, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { sha256Hex } from "../functions/src/api-keys";
+import { seal } from "../functions/src/secret-box";
 
 /** Runs wrangler's own entry with node (so signals reach wrangler itself, not an npx wrapper). */
 export const WRANGLER = path.resolve("node_modules/wrangler/bin/wrangler.js");
@@ -40,13 +42,27 @@ export async function wrangler(args: string[], options: { quiet?: boolean } = {}
 /** Local D1 state lives here unless WRANGLER_PERSIST_TO says otherwise. */
 export const persistDir = () => process.env.WRANGLER_PERSIST_TO ?? ".wrangler/state";
 
+/** A random secret kept in the local state folder (mode 0600), the same across restarts, so what the
+ * edge sealed with it yesterday still opens today. */
+export async function persistentLocalSecret(persist: string, name: string): Promise<string> {
+  const file = path.join(persist, name);
+  const existing = await readFile(file, "utf8").catch(() => "");
+  if (existing.trim()) return existing.trim();
+  await mkdir(persist, { recursive: true });
+  const secret = randomBytes(24).toString("hex");
+  await writeFile(file, secret, { mode: 0o600 });
+  return secret;
+}
+
 /** Local D1: migrations applied, the development key and its webhook secret stored. */
 export async function seedLocalState(options: {
   persist: string;
   apiKey: string;
   webhookSecret: string;
+  /** The edge's WEBHOOK_SECRETS_KEY: the stored secret is sealed with it, as the edge stores its own. */
+  webhookSecretsKey: string;
 }): Promise<void> {
-  const { persist, apiKey, webhookSecret } = options;
+  const { persist, apiKey, webhookSecret, webhookSecretsKey } = options;
   await wrangler(["d1", "migrations", "apply", "DB", "--local", "--persist-to", persist], { quiet: true });
   const hash = await sha256Hex(apiKey);
   const id = `dev-${hash.slice(0, 12)}`;
@@ -56,7 +72,7 @@ export async function seedLocalState(options: {
   await writeFile(
     sql,
     `INSERT OR IGNORE INTO api_keys (id, name, key_hash, key_prefix, created_at) VALUES ('${id}', 'local development', '${hash}', '${apiKey.slice(0, 7)}', ${Date.now()});\n` +
-      `INSERT OR REPLACE INTO webhook_secrets (key_id, secret, created_at) VALUES ('${id}', '${webhookSecret}', ${Date.now()});\n`,
+      `INSERT OR REPLACE INTO webhook_secrets (key_id, secret, created_at) VALUES ('${id}', '${await seal(webhookSecretsKey, webhookSecret, id)}', ${Date.now()});\n`,
     { mode: 0o600 },
   );
   try {

@@ -10,6 +10,8 @@ export interface Env {
   ASSETS: Fetcher;
   RUNNER_URLS: string;
   RUNNER_SECRET: string;
+  /** Seals webhook signing secrets at rest (functions/src/secret-box.ts). */
+  WEBHOOK_SECRETS_KEY?: string;
   MODEL_ID: string;
   CACHE_TTL_SECONDS: string;
   MAX_IMAGE_BYTES: string;

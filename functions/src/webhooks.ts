@@ -1,6 +1,7 @@
 import type { Job, WebhookEventType, WebhookPayload } from "@visionllm/protocol";
 import { newWebhookSecret } from "./api-keys";
 import type { Env } from "./env";
+import { seal, unseal } from "./secret-box";
 import { refusedTarget } from "./ssrf";
 
 /**
@@ -42,35 +43,43 @@ export async function sign(secret: string, id: string, timestamp: number, body: 
   return `v1,${btoa(String.fromCharCode(...new Uint8Array(mac)))}`;
 }
 
-/** The caller's secret, created on first use (DEV_WEBHOOK_SECRET seeds it locally). */
+/** The caller's secret, created on first use (DEV_WEBHOOK_SECRET seeds it locally); sealed at rest. */
 export async function webhookSecrets(env: Env, keyId: string): Promise<string[]> {
+  const material = env.WEBHOOK_SECRETS_KEY ?? "";
   const row = await env.DB.prepare(
     "SELECT secret, previous_secret, previous_expires_at FROM webhook_secrets WHERE key_id = ?",
   )
     .bind(keyId)
     .first<{ secret: string; previous_secret: string | null; previous_expires_at: number | null }>();
   if (!row) {
-    const secret = newWebhookSecret();
     await env.DB.prepare(
       "INSERT OR IGNORE INTO webhook_secrets (key_id, secret, created_at) VALUES (?, ?, ?)",
     )
-      .bind(keyId, secret, Date.now())
+      .bind(keyId, await seal(material, newWebhookSecret(), keyId), Date.now())
       .run();
     return webhookSecrets(env, keyId);
   }
-  const active = [row.secret];
-  if (row.previous_secret && (row.previous_expires_at ?? 0) > Date.now()) active.push(row.previous_secret);
+  const active = [await unseal(material, row.secret, keyId)];
+  if (row.previous_secret && (row.previous_expires_at ?? 0) > Date.now())
+    active.push(await unseal(material, row.previous_secret, keyId));
   return active;
 }
 
 /** Rotation: a new secret signs from now on; the old one keeps signing for `overlapSeconds`. */
 export async function rotateWebhookSecret(env: Env, keyId: string, overlapSeconds = 86_400): Promise<string> {
+  const material = env.WEBHOOK_SECRETS_KEY ?? "";
   const [current] = await webhookSecrets(env, keyId);
   const next = newWebhookSecret();
   await env.DB.prepare(
     "UPDATE webhook_secrets SET previous_secret = ?, previous_expires_at = ?, secret = ?, created_at = ? WHERE key_id = ?",
   )
-    .bind(current ?? null, Date.now() + overlapSeconds * 1000, next, Date.now(), keyId)
+    .bind(
+      current ? await seal(material, current, keyId) : null,
+      Date.now() + overlapSeconds * 1000,
+      await seal(material, next, keyId),
+      Date.now(),
+      keyId,
+    )
     .run();
   return next;
 }

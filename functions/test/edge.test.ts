@@ -9,7 +9,9 @@ import { type Env, limitsOf } from "../src/env";
 import { imageDimensions } from "../src/images";
 import { jobRetryDelaySeconds } from "../src/jobs";
 import { assemblePrompt } from "../src/prompt";
+import { seal, unseal } from "../src/secret-box";
 import { refusedTarget } from "../src/ssrf";
+import { rotateWebhookSecret, webhookSecrets } from "../src/webhooks";
 
 const env = workersEnv as unknown as Env;
 
@@ -401,6 +403,27 @@ describe("jobs: validation and Idempotency-Key", () => {
       .first<{ request: string }>();
     const request = JSON.parse(row?.request ?? "{}") as { messages: { content: { type: string }[] }[] };
     expect(request.messages[0]?.content.map((p) => p.type)).toEqual(["image_url", "text"]);
+  });
+});
+
+describe("webhook secrets at rest", () => {
+  it("are sealed in D1 and open only with the edge's key, for their own API key", async () => {
+    const sealedEnv = { ...env, WEBHOOK_SECRETS_KEY: "key-one" } as Env;
+    const [secret = ""] = await webhookSecrets(sealedEnv, "key-sealed");
+    expect(secret).toMatch(/^whsec_/);
+    const row = await env.DB.prepare("SELECT secret FROM webhook_secrets WHERE key_id = ?")
+      .bind("key-sealed")
+      .first<{ secret: string }>();
+    expect(row?.secret).toMatch(/^sealed:v1:/);
+    expect(row?.secret).not.toContain(secret.slice(6));
+    expect(await webhookSecrets(sealedEnv, "key-sealed")).toEqual([secret]);
+    await expect(
+      webhookSecrets({ ...env, WEBHOOK_SECRETS_KEY: "key-two" } as Env, "key-sealed"),
+    ).rejects.toThrow(/does not open/);
+    await expect(unseal("key-one", row?.secret ?? "", "another-api-key")).rejects.toThrow(/does not open/);
+    const next = await rotateWebhookSecret(sealedEnv, "key-sealed");
+    expect(await webhookSecrets(sealedEnv, "key-sealed")).toEqual([next, secret]);
+    expect(await seal("key-one", "x", "a")).not.toBe(await seal("key-one", "x", "a"));
   });
 });
 

@@ -61,6 +61,7 @@ export async function waitFor(url: string, timeoutMs: number, spawned?: Spawned)
 }
 
 export const RUNNER_SECRET_FOR_TESTS = "test-runner-secret-0123456789";
+const WEBHOOK_SECRETS_KEY_FOR_TESTS = "test-webhook-secrets-key-0123456789";
 
 export async function startRunner(env: Record<string, string> = {}): Promise<Spawned & { url: string }> {
   const port = env.RUNNER_PORT ? Number(env.RUNNER_PORT) : await freePort();
@@ -128,6 +129,7 @@ export async function startEdge(options: {
     persist,
     apiKey: DEV_KEY_FOR_TESTS,
     webhookSecret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    webhookSecretsKey: WEBHOOK_SECRETS_KEY_FOR_TESTS,
   });
   const env = wranglerEnv();
   const spawned = spawnProcess(
@@ -137,6 +139,7 @@ export async function startEdge(options: {
       persist,
       secretsFile: await writeSecretsFile(persist, {
         RUNNER_SECRET: options.runnerSecret ?? RUNNER_SECRET_FOR_TESTS,
+        WEBHOOK_SECRETS_KEY: WEBHOOK_SECRETS_KEY_FOR_TESTS,
       }),
       vars: {
         RUNNER_URLS: options.runnerUrls,
