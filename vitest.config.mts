@@ -23,6 +23,7 @@ export default defineConfig(async () => {
           test: {
             name: "reliability",
             include: ["test/reliability/**/*.test.ts"],
+            globalSetup: ["test/reliability/tally.ts"],
             environment: "node",
             testTimeout: 120_000,
             hookTimeout: 180_000,

@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dataUrl, pngClaiming } from "../helpers/png";
 import { type Spawned, startEdge } from "../helpers/processes";
 import { startFakeRunner } from "./fake-runner";
+import { record } from "./tally";
 
 /** Hostile input at the edge: no 5xx, every refusal in the documented error shape. */
 
@@ -92,6 +93,11 @@ describe("bad input", () => {
       );
     }
     console.log("bad-input statuses", Object.fromEntries(statuses));
+    record({
+      suite: "bad-input",
+      cases: samples.length,
+      fiveXX: [...statuses].filter(([s]) => s >= 500).reduce((a, [, n]) => a + n, 0),
+    });
   }, 1_200_000);
 
   it("refuses oversized bodies, decompression bombs, wrong content types and absurd parameters", async () => {

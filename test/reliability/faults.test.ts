@@ -3,6 +3,7 @@ import { readEventStream, type StreamEvent } from "@visionllm/protocol";
 import { afterAll, describe, expect, it } from "vitest";
 import { type Spawned, startEdge, startRunner, startStack } from "../helpers/processes";
 import { type Behaviour, startFakeRunner } from "./fake-runner";
+import { record } from "./tally";
 
 /** Faults between edge and runner: the client always gets an error event and a clean end, the edge survives. */
 
@@ -47,6 +48,7 @@ describe("faults", () => {
       expect(status).toBe(200);
       const error = events.find((e) => e.type === "error");
       expect(error).toMatchObject({ type: "error", code, retryable: true });
+      record({ suite: "faults", cases: 1, hanging: events.at(-1)?.type === "done" ? 0 : 1 });
       expect(events.at(-1)).toMatchObject({ type: "done", finish_reason: "error" });
       expect(events.map((e) => e.sequence_number)).toEqual(events.map((_, i) => i));
       expect((await fetch(`${edge.edge}/healthz`)).status).toBe(200);
@@ -114,6 +116,7 @@ describe("faults", () => {
           await new Promise((r) => setTimeout(r, 100));
         }
       }
+      record({ suite: "faults", cases: 1, slotReleaseMs: admitted ? [Date.now() - closedAt] : [] });
       expect(
         admitted?.response.status,
         `slot still held ${Date.now() - closedAt} ms after the clients left`,
@@ -186,6 +189,11 @@ describe("faults", () => {
       else if (last !== 200) throw new Error(`unexpected ${last}`);
       if (last !== 200) await new Promise((r) => setTimeout(r, 250));
     }
+    record({
+      suite: "faults",
+      cases: statuses.length,
+      fiveXX: statuses.filter((s) => s >= 500 && s !== 503).length,
+    });
     expect(statuses).toContain(503);
     expect(last).toBe(200);
     expect(runnerPid()).not.toBe(first);

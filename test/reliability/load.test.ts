@@ -2,6 +2,7 @@ import { readEventStream } from "@visionllm/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Spawned, startStack } from "../helpers/processes";
 import { metric } from "../helpers/runner-client";
+import { record } from "./tally";
 
 /** Many concurrent streaming clients through the edge for a while: bounded answers, well-formed streams, bounded memory. */
 
@@ -71,6 +72,12 @@ describe("load", () => {
         "rss MB",
         memory.map((m) => Math.round(m / 1e6)).join(","),
       );
+      record({
+        suite: "load",
+        cases: [...statuses.values()].reduce((a, n) => a + n, 0),
+        fiveXX: [...statuses].filter(([s]) => s >= 500 && s !== 503).reduce((a, [, n]) => a + n, 0),
+        hanging: malformed.filter((types) => !types.endsWith("done")).length,
+      });
       expect([...statuses.keys()].every((s) => s === 200 || s === 429 || s === 503)).toBe(true);
       expect(statuses.get(200) ?? 0).toBeGreaterThan(0);
       expect(malformed).toEqual([]);
