@@ -1,5 +1,7 @@
 import { readFileSync } from "node:fs";
-import { type StreamEvent, VisionLLMClient } from "@visionllm/protocol";
+import { readEventStream, type StreamEvent, VisionLLMClient } from "@visionllm/protocol";
+import Ajv2020 from "ajv/dist/2020";
+import addFormats from "ajv-formats";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Spawned, startStack } from "./helpers/processes";
@@ -23,6 +25,83 @@ describe("edge end to end", () => {
     const code = await stack?.stop();
     expect(code).toBe(0);
   }, 30_000);
+
+  it("every route's live answers validate against the served OpenAPI document, which carries the model's limits", async () => {
+    const doc = (await (await fetch(`${stack.edge}/openapi.json`)).json()) as {
+      paths: Record<string, Record<string, { operationId?: string }>>;
+      components: { schemas: Record<string, unknown> };
+    };
+    const ajv = new Ajv2020({ strict: false, allErrors: true });
+    addFormats(ajv);
+    ajv.addSchema({ $id: "doc", $defs: {}, components: doc.components });
+    const check = (name: string, value: unknown) => {
+      const validate = ajv.getSchema(`doc#/components/schemas/${name}`);
+      if (!validate) throw new Error(`no schema ${name}`);
+      expect(validate(value), `${name}: ${ajv.errorsText(validate.errors)}`).toBe(true);
+    };
+    for (const [path, operations] of Object.entries(doc.paths))
+      for (const [method, op] of Object.entries(operations))
+        expect(op.operationId, `${method} ${path}`).toBeTruthy();
+    const request = doc.components.schemas.ChatCompletionRequest as {
+      properties: { max_tokens: { anyOf: { type: string; maximum?: number }[] } };
+    };
+    const cap = request.properties.max_tokens.anyOf.find((v) => v.type === "integer")?.maximum;
+    expect(cap).toBeLessThan(4096);
+    const api = (path: string, init: RequestInit = {}) =>
+      fetch(`${stack.edge}${path}`, {
+        ...init,
+        headers: {
+          authorization: `Bearer ${stack.apiKey}`,
+          "content-type": "application/json",
+          ...init.headers,
+        },
+      });
+    check("ModelList", await (await api("/v1/models")).json());
+    check("Model", await (await api("/v1/models/visionllm-v2-nano")).json());
+    check("ErrorBody", await (await api("/v1/models/gpt-4")).json());
+    const tooLong = await api("/v1/chat/completions", {
+      method: "POST",
+      body: JSON.stringify({
+        model: "visionllm-v2-nano",
+        max_tokens: (cap ?? 0) + 1,
+        messages: [{ role: "user", content: "hi" }],
+      }),
+    });
+    expect(tooLong.status).toBe(400);
+    check("ErrorBody", await tooLong.json());
+    const chatBody = {
+      model: "visionllm-v2-nano",
+      max_tokens: 24,
+      messages: [
+        {
+          role: "user",
+          content: [
+            { type: "image_url", image_url: { url: dataUrl } },
+            { type: "text", text: "Detect every circle." },
+          ],
+        },
+      ],
+    };
+    check(
+      "ChatCompletion",
+      await (await api("/v1/chat/completions", { method: "POST", body: JSON.stringify(chatBody) })).json(),
+    );
+    const native = await api("/v1/chat", { method: "POST", body: JSON.stringify(chatBody) });
+    for await (const event of readEventStream(native.body as ReadableStream<Uint8Array>))
+      check("StreamEvent", event);
+    const created = await api("/v1/jobs", {
+      method: "POST",
+      body: JSON.stringify({ images: [dataUrl], task: { type: "caption" } }),
+    });
+    const job = (await created.json()) as { id: string };
+    check("Job", job);
+    check("JobList", await (await api("/v1/jobs")).json());
+    check("Job", await (await api(`/v1/jobs/${job.id}`)).json());
+    check("Job", await (await api(`/v1/jobs/${job.id}/cancel`, { method: "POST" })).json());
+    check("ErrorBody", await (await api("/v1/jobs/job_missing")).json());
+    check("WebhookSecret", await (await api("/v1/webhook-secret")).json());
+    check("WebhookSecretRotation", await (await api("/v1/webhook-secret/rotate", { method: "POST" })).json());
+  });
 
   it("the official openai client streams a chat about an image: text, super-link outputs, [DONE]", async () => {
     const stream = await openai.chat.completions.create({

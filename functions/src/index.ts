@@ -12,7 +12,7 @@ import { handleChat } from "./chat";
 import { allowedOrigin } from "./cors";
 import type { AppEnv, Env, JobMessage } from "./env";
 import { cancelJob, consumeDeadLetters, consumeJobs, createJob, getJob, jobFile, listJobs } from "./jobs";
-import { readyRunners } from "./runner-pool";
+import { modelCard, readyRunners } from "./runner-pool";
 import { consumeWebhooks, type DeliveryMessage, rotateWebhookSecret, webhookSecrets } from "./webhooks";
 
 export { RateLimiter } from "./rate-limiter";
@@ -58,7 +58,11 @@ app.get("/readyz", async (c) => {
   );
 });
 
-app.get("/openapi.json", (c) => c.json(buildOpenAPIDocument(new URL(c.req.url).origin)));
+// With the served model's limits when a runner's card is at hand; the generic bounds otherwise.
+app.get("/openapi.json", async (c) => {
+  const card = await modelCard(c.env).catch(() => undefined);
+  return c.json(buildOpenAPIDocument(new URL(c.req.url).origin, card?.limits));
+});
 
 // Browsers on other origins may call the API with a key (keys travel in a header, never as cookies,
 // so a page cannot borrow a visitor's credentials). Preflights are answered here, before auth.

@@ -55,7 +55,7 @@ export function toJob(row: JobRow, origin: string): Job {
     object: "job",
     state: row.state,
     created_at: row.created_at,
-    timestamps: timestamps as Job["timestamps"],
+    timestamps,
     attempts: row.attempts,
     output: row.result ? (JSON.parse(row.result) as JobOutput) : null,
     error: row.error,

@@ -55,8 +55,14 @@ export const JobSchema = z.object({
   id: z.string(),
   object: z.literal("job"),
   state: JobStateSchema,
-  created_at: z.number().int(),
-  timestamps: z.record(JobStateSchema, z.number().int()),
+  created_at: z
+    .number()
+    .int()
+    .describe("Unix time in milliseconds (chat completions' `created` is in seconds, as OpenAI's)"),
+  /** Only the states the job has reached: a queued job has one. */
+  timestamps: z
+    .partialRecord(JobStateSchema, z.number().int())
+    .describe("when the job entered each state it has reached, Unix milliseconds"),
   attempts: z.number().int(),
   output: JobOutputSchema.nullable(),
   error: z.string().nullable(),
@@ -72,3 +78,10 @@ export const WebhookPayloadSchema = z.object({
   data: JobSchema,
 });
 export type WebhookPayload = z.infer<typeof WebhookPayloadSchema>;
+
+export const JobListSchema = z.object({ object: z.literal("list"), data: z.array(JobSchema) });
+
+export const WebhookSecretSchema = z.object({ secret: z.string().describe("whsec_ followed by base64") });
+export const WebhookSecretRotationSchema = WebhookSecretSchema.extend({
+  previous_valid_for_seconds: z.number().int().describe("the previous secret keeps signing this long"),
+});

@@ -1,7 +1,14 @@
 import { z } from "zod";
 import { ErrorBodySchema } from "./errors";
 import { StreamEventSchema } from "./events";
-import { JobCreateRequestSchema, JobSchema, WebhookPayloadSchema } from "./jobs";
+import {
+  JobCreateRequestSchema,
+  JobListSchema,
+  JobSchema,
+  WebhookPayloadSchema,
+  WebhookSecretRotationSchema,
+  WebhookSecretSchema,
+} from "./jobs";
 import { ChatCompletionChunkSchema, ChatCompletionSchema, ModelListSchema, ModelSchema } from "./openai";
 import { ChatCompletionRequestSchema } from "./requests";
 import { PROTOCOL_HEADER, PROTOCOL_VERSION } from "./version";
@@ -23,6 +30,7 @@ const errorResponses = Object.fromEntries(
   [
     ["400", "The request is malformed; the message names the field and how to fix it."],
     ["401", "Missing, wrong or revoked API key."],
+    ["404", "No such model, job or route."],
     ["413", "Body or image too large."],
     ["429", "Rate limit exceeded; see Retry-After."],
     ["503", "No runner can take the request now; see Retry-After."],
@@ -32,7 +40,39 @@ const errorResponses = Object.fromEntries(
   ]),
 );
 
-export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
+/** What the served model allows, when the edge knows it (from the runner's model card). */
+export interface ModelLimits {
+  max_new_tokens: number;
+}
+
+const idParameter = { name: "id", in: "path", required: true, schema: { type: "string" } };
+const json = (name: string, description: string) => ({
+  description,
+  content: { "application/json": { schema: ref(name) } },
+});
+
+/** Sets `maximum` on an integer property, also inside `anyOf` (nullable fields). */
+function capInteger(schemaObject: Record<string, unknown>, property: string, maximum: number): void {
+  const properties = schemaObject.properties as Record<string, Record<string, unknown>> | undefined;
+  const target = properties?.[property];
+  if (!target) return;
+  const variants = (target.anyOf as Record<string, unknown>[] | undefined) ?? [target];
+  for (const v of variants) if (v.type === "integer") v.maximum = maximum;
+}
+
+const notFound = {
+  description: "No such job for this API key.",
+  content: { "application/json": { schema: ref("ErrorBody") } },
+};
+
+export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Record<string, unknown> {
+  const chatRequest = schema(ChatCompletionRequestSchema, "input");
+  const jobRequest = schema(JobCreateRequestSchema, "input");
+  if (limits) {
+    for (const field of ["max_tokens", "max_completion_tokens", "min_tokens"])
+      capInteger(chatRequest, field, limits.max_new_tokens);
+    for (const field of ["max_tokens", "min_tokens"]) capInteger(jobRequest, field, limits.max_new_tokens);
+  }
   return {
     openapi: "3.1.0",
     info: {
@@ -56,6 +96,7 @@ export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
     paths: {
       "/v1/chat/completions": {
         post: {
+          operationId: "createChatCompletion",
           summary: "Chat completion (OpenAI-compatible). Super-link outputs are in `visionllm_events`.",
           requestBody: {
             required: true,
@@ -76,6 +117,7 @@ export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
       },
       "/v1/chat": {
         post: {
+          operationId: "streamChat",
           summary: "Native typed event stream (SSE; `event:` is the type, `id:` the sequence number).",
           requestBody: {
             required: true,
@@ -116,6 +158,7 @@ export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
       },
       "/v1/jobs": {
         post: {
+          operationId: "createJob",
           summary:
             "Create an image job. Honours `Idempotency-Key`. Webhooks follow Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).",
           requestBody: {
@@ -129,51 +172,114 @@ export function buildOpenAPIDocument(serverUrl = "/"): Record<string, unknown> {
               content: { "application/json": { schema: ref("Job") } },
             },
             ...errorResponses,
+            "422": json(
+              "ErrorBody",
+              "The Idempotency-Key was used before with another body (idempotency_key_reused).",
+            ),
           },
         },
         get: {
-          summary: "The caller's own jobs, newest first.",
-          responses: {
-            "200": { description: "Jobs.", content: { "application/json": { schema: { type: "object" } } } },
-          },
+          operationId: "listJobs",
+          summary: "The caller's own jobs, newest first (`limit`, 1 to 100, default 20).",
+          parameters: [
+            {
+              name: "limit",
+              in: "query",
+              required: false,
+              schema: { type: "integer", minimum: 1, maximum: 100 },
+            },
+          ],
+          responses: { "200": json("JobList", "Jobs."), ...errorResponses },
         },
       },
       "/v1/jobs/{id}": {
         get: {
+          operationId: "getJob",
           summary: "One job: state, timestamps of every transition, output.",
-          parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
-          responses: {
-            "200": { description: "The job.", content: { "application/json": { schema: ref("Job") } } },
-            ...errorResponses,
-          },
+          parameters: [idParameter],
+          responses: { "200": json("Job", "The job."), ...errorResponses, "404": notFound },
         },
       },
       "/v1/jobs/{id}/cancel": {
         post: {
+          operationId: "cancelJob",
           summary: "Cancel a queued or running job.",
-          parameters: [{ name: "id", in: "path", required: true, schema: { type: "string" } }],
+          parameters: [idParameter],
+          responses: { "200": json("Job", "The job."), ...errorResponses, "404": notFound },
+        },
+      },
+      "/v1/jobs/{id}/files/{name}": {
+        get: {
+          operationId: "getJobFile",
+          summary: "A file a job produced (generated or edited images, masks), as named in its output URLs.",
+          parameters: [idParameter, { name: "name", in: "path", required: true, schema: { type: "string" } }],
           responses: {
-            "200": { description: "The job.", content: { "application/json": { schema: ref("Job") } } },
+            "200": {
+              description: "The file.",
+              content: { "image/png": { schema: { type: "string", format: "binary" } } },
+            },
             ...errorResponses,
+            "404": notFound,
           },
         },
       },
+      "/v1/webhook-secret": {
+        get: {
+          operationId: "getWebhookSecret",
+          summary: "The Standard Webhooks secret (whsec_...) that signs this key's job webhooks.",
+          responses: { "200": json("WebhookSecret", "The secret."), ...errorResponses },
+        },
+      },
+      "/v1/webhook-secret/rotate": {
+        post: {
+          operationId: "rotateWebhookSecret",
+          summary: "A new secret; the previous one keeps signing too for a day.",
+          responses: { "200": json("WebhookSecretRotation", "The new secret."), ...errorResponses },
+        },
+      },
       "/healthz": {
-        get: { summary: "Liveness.", security: [], responses: { "200": { description: "Alive." } } },
+        get: {
+          operationId: "liveness",
+          summary: "Liveness.",
+          security: [],
+          responses: { "200": { description: "Alive." } },
+        },
+      },
+      "/readyz": {
+        get: {
+          operationId: "readiness",
+          summary: "Readiness: at least one runner behind the edge is ready.",
+          security: [],
+          responses: {
+            "200": { description: "Ready." },
+            "503": { description: "No runner is ready; see Retry-After." },
+          },
+        },
+      },
+      "/openapi.json": {
+        get: {
+          operationId: "openapi",
+          summary: "This document.",
+          security: [],
+          responses: { "200": { description: "The OpenAPI 3.1 document." } },
+        },
       },
     },
     components: {
       securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
       schemas: {
-        ChatCompletionRequest: schema(ChatCompletionRequestSchema, "input"),
+        ChatCompletionRequest: chatRequest,
         ChatCompletion: schema(ChatCompletionSchema, "output"),
         ChatCompletionChunk: schema(ChatCompletionChunkSchema, "output"),
         StreamEvent: schema(StreamEventSchema, "output"),
         ModelList: schema(ModelListSchema, "output"),
         Model: schema(ModelSchema, "output"),
         ErrorBody: schema(ErrorBodySchema, "output"),
-        JobCreateRequest: schema(JobCreateRequestSchema, "input"),
+        JobCreateRequest: jobRequest,
         Job: schema(JobSchema, "output"),
+        JobList: schema(JobListSchema, "output"),
+        WebhookSecret: schema(WebhookSecretSchema, "output"),
+        WebhookSecretRotation: schema(WebhookSecretRotationSchema, "output"),
         WebhookPayload: schema(WebhookPayloadSchema, "output"),
       },
     },
