@@ -5,10 +5,13 @@ import { sha256Hex } from "./api-keys";
 /**
  * Response cache for deterministic requests (temperature 0 or a seed): the whole event sequence
  * is stored in KV and replayed as a stream on a hit. The key covers everything that determines the
- * output: model, version and bundle digest, the assembled prompt, image digests, regions, sampling.
+ * output: model, version and bundle digest, the assembled prompt, image digests, regions, sampling,
+ * and its scope: the caller's API key unless CACHE_SCOPE is "shared", so one key's prompts (and
+ * whether they were asked) never show through another's hits.
  */
 
 export async function cacheKey(parts: {
+  scope: string;
   model: string;
   modelVersion: string;
   modelDigest: string;
@@ -18,6 +21,7 @@ export async function cacheKey(parts: {
   sampling: Sampling;
 }): Promise<string> {
   const canonical = JSON.stringify([
+    parts.scope,
     parts.model,
     parts.modelVersion,
     parts.modelDigest,

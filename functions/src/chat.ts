@@ -136,8 +136,15 @@ async function* fromRunner(
   }
 }
 
-async function* replayCached(events: readonly StreamEvent[]): AsyncGenerator<UnnumberedEvent> {
-  for (const event of events) yield stripNumber(event);
+/** A cached answer as this request's own: its start event carries this request's id and time. */
+async function* replayCached(
+  events: readonly StreamEvent[],
+  identity: { id: string; created: number },
+): AsyncGenerator<UnnumberedEvent> {
+  for (const event of events) {
+    const plain = stripNumber(event);
+    yield plain.type === "start" ? { ...plain, ...identity } : plain;
+  }
 }
 
 async function* numbered(
@@ -346,6 +353,7 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
     const deterministic = isDeterministic(sampling);
     const key = deterministic
       ? await cacheKey({
+          scope: env.CACHE_SCOPE === "shared" ? "shared" : `key:${caller.keyId}`,
           model: card.id,
           modelVersion: card.version,
           modelDigest: card.digest,
@@ -373,7 +381,7 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
     let staleCard = false;
     if (cached) {
       xCache = "HIT";
-      source = replayCached(cached);
+      source = replayCached(cached, { id: requestId, created });
     } else {
       const forwarded = await forwardGenerate(
         env,

@@ -23,6 +23,8 @@ export interface Env {
   ALLOW_LOOPBACK_URLS: string;
   WEBHOOK_RETRY_SCALE: string;
   JOB_MAX_ATTEMPTS: string;
+  /** "shared": one response cache for every API key; otherwise (the default) one per key. */
+  CACHE_SCOPE?: string;
   JOB_RETRY_BASE_S?: string;
   JOB_RETRY_MAX_S?: string;
   RUNNER_IDLE_TIMEOUT_MS: string;

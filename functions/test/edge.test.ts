@@ -429,6 +429,7 @@ describe("webhook secrets at rest", () => {
 
 describe("cache keys", () => {
   const base = {
+    scope: "key:a",
     model: "m",
     modelVersion: "1",
     modelDigest: "d1",
@@ -442,6 +443,8 @@ describe("cache keys", () => {
     expect(await cacheKey({ ...base })).toBe(k);
     const variants = [
       { ...base, modelVersion: "2" },
+      // Another API key: its cache is its own unless CACHE_SCOPE is "shared".
+      { ...base, scope: "key:b" },
       // A retrained bundle that kept its version string.
       { ...base, modelDigest: "d2" },
       { ...base, prompt: "q" },

@@ -116,7 +116,7 @@ export async function startEdge(options: {
   runnerUrls: string;
   runnerSecret?: string;
   vars?: Record<string, string>;
-}): Promise<Spawned & { edge: string; apiKey: string }> {
+}): Promise<Spawned & { edge: string; apiKey: string; persist: string }> {
   const { mkdtemp } = await import("node:fs/promises");
   const { tmpdir } = await import("node:os");
   const path = await import("node:path");
@@ -156,5 +156,6 @@ export async function startEdge(options: {
     stop: (signal: NodeJS.Signals = "SIGINT") => spawned.stop(signal),
     edge,
     apiKey: DEV_KEY_FOR_TESTS,
+    persist,
   };
 }
