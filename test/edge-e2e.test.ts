@@ -222,6 +222,36 @@ describe("edge end to end", () => {
     await bypass.text();
   });
 
+  it("a client that closes a stream: false request stops the runner's work", async () => {
+    const controller = new AbortController();
+    const pending = fetch(`${stack.edge}/v1/chat/completions`, {
+      method: "POST",
+      signal: controller.signal,
+      headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "visionllm-v2-nano",
+        temperature: 1,
+        max_tokens: 500,
+        min_tokens: 500,
+        messages: [{ role: "user", content: "Hello!" }],
+      }),
+    }).catch(() => undefined);
+    const seen = Date.now() + 10_000;
+    while ((await metric(stack.runner, "vllm:num_requests_running")) < 1 && Date.now() < seen) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(await metric(stack.runner, "vllm:num_requests_running")).toBe(1);
+    controller.abort();
+    await pending;
+    const until = Date.now() + 5_000;
+    let running = 1;
+    while (running > 0 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 100));
+      running = await metric(stack.runner, "vllm:num_requests_running");
+    }
+    expect(running).toBe(0);
+  });
+
   it("a client that disconnects mid-stream stops the runner's work", async () => {
     const controller = new AbortController();
     const response = await fetch(`${stack.edge}/v1/chat`, {

@@ -4,6 +4,7 @@ import type { Job, WebhookPayload } from "@visionllm/protocol";
 import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort, type Spawned, startEdge, startRunner, startStack } from "./helpers/processes";
+import { metric } from "./helpers/runner-client";
 
 /** Webhook jobs end to end: the stack of `npm start`, and a receiver that verifies every delivery. */
 
@@ -18,7 +19,7 @@ interface Delivery {
 }
 
 describe("webhook jobs", () => {
-  let stack: Spawned & { edge: string; apiKey: string };
+  let stack: Spawned & { edge: string; runner: string; apiKey: string };
   let receiver: Server;
   let receiverUrl = "";
   const delivered: Delivery[] = [];
@@ -177,6 +178,34 @@ describe("webhook jobs", () => {
     await new Promise((r) => setTimeout(r, 3000));
     expect(((await (await api(`/v1/jobs/${first.id}`)).json()) as Job).state).toBe("canceled");
   });
+
+  it("a running job that is canceled stops the runner's work within a second", async () => {
+    const created = (await (
+      await api("/v1/jobs", {
+        method: "POST",
+        body: JSON.stringify({
+          images: [scene],
+          messages: [{ role: "user", content: "Describe the image." }],
+          max_tokens: 500,
+          min_tokens: 500,
+          temperature: 1,
+        }),
+      })
+    ).json()) as Job;
+    await waitFor(
+      async () => ((await metric(stack.runner, "vllm:num_requests_running")) >= 1 ? true : undefined),
+      60_000,
+    );
+    const canceled = (await (await api(`/v1/jobs/${created.id}/cancel`, { method: "POST" })).json()) as Job;
+    expect(canceled.state).toBe("canceled");
+    const at = Date.now();
+    await waitFor(
+      async () => ((await metric(stack.runner, "vllm:num_requests_running")) === 0 ? true : undefined),
+      10_000,
+    );
+    expect(Date.now() - at).toBeLessThan(1000);
+    expect(((await (await api(`/v1/jobs/${created.id}`)).json()) as Job).state).toBe("canceled");
+  }, 120_000);
 
   it("refuses webhook URLs aimed at private or metadata addresses", async () => {
     const response = await api("/v1/jobs", {

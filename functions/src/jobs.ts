@@ -340,6 +340,26 @@ async function notify(env: Env, id: string, type: WebhookEventType, origin: stri
   if (row) await enqueueWebhook(env, toJob(row, origin), row.key_id, type);
 }
 
+const CANCEL_POLL_MS = 250;
+
+/** While a job runs, its row is read every CANCEL_POLL_MS; a cancel aborts the runner's work at once
+ * (the runner frees the sequence when the connection closes) instead of when the answer ends. */
+function watchForCancel(env: Env, id: string, canceled: AbortController): { stop: () => void } {
+  let stopped = false;
+  const poll = async () => {
+    while (!stopped && !canceled.signal.aborted) {
+      await new Promise((r) => setTimeout(r, CANCEL_POLL_MS));
+      if (stopped) return;
+      const row = await env.DB.prepare("SELECT state FROM jobs WHERE id = ?")
+        .bind(id)
+        .first<{ state: string }>();
+      if (row?.state === "canceled") canceled.abort();
+    }
+  };
+  void poll().catch(() => {});
+  return { stop: () => (stopped = true) };
+}
+
 /**
  * Seconds before attempt `attempts + 1`: JOB_RETRY_BASE_S doubling, capped at JOB_RETRY_MAX_S. With
  * the defaults (5 s, 300 s, 8 attempts) a job keeps trying for about ten minutes, so a runner that
@@ -371,19 +391,28 @@ export async function consumeJobs(batch: MessageBatch<JobMessage>, env: Env): Pr
     try {
       const chat = ChatCompletionRequestSchema.parse(JSON.parse(row.request));
       const { assembled, digests, sampling } = await prepareGeneration(env, chat);
+      const canceled = new AbortController();
       const forwarded = await forwardGenerate(
         env,
         runnerRequest(`${id}-${row.attempts + 1}`, assembled, digests, sampling),
-        AbortSignal.timeout(300_000),
+        AbortSignal.any([AbortSignal.timeout(300_000), canceled.signal]),
       );
+      const watcher = watchForCancel(env, id, canceled);
       const events: StreamEvent[] = [];
       try {
         for await (const event of readEventStream(forwarded.response.body as ReadableStream<Uint8Array>)) {
           events.push(event);
           if (event.type === "error") throw new VisionLLMError(event.code, event.message);
         }
+      } catch (error) {
+        if (!canceled.signal.aborted) throw error;
       } finally {
+        watcher.stop();
         forwarded.done();
+      }
+      if (canceled.signal.aborted) {
+        message.ack();
+        continue;
       }
       const done = events.at(-1);
       if (done?.type !== "done")
