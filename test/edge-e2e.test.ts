@@ -143,6 +143,60 @@ describe("edge end to end", () => {
     expect(item?.mask?.width).toBe(128);
   });
 
+  it("the Responses API through the openai client: typed events, super-link output items, retrieve, replay", async () => {
+    const stream = await openai.responses.create({
+      model: "visionllm-v2-nano",
+      stream: true,
+      max_output_tokens: 80,
+      input: [
+        {
+          role: "user",
+          content: [
+            { type: "input_image", image_url: dataUrl, detail: "auto" },
+            { type: "input_text", text: "Where is the red circle?" },
+          ],
+        },
+      ],
+    });
+    const types: string[] = [];
+    const numbers: number[] = [];
+    let text = "";
+    let id = "";
+    for await (const event of stream) {
+      types.push(event.type);
+      numbers.push(event.sequence_number);
+      if (event.type === "response.output_text.delta") text += event.delta;
+      if (event.type === "response.completed") id = event.response.id;
+    }
+    expect(types.slice(0, 2)).toEqual(["response.created", "response.in_progress"]);
+    expect(types.at(-1)).toBe("response.completed");
+    expect(numbers).toEqual(numbers.map((_, i) => i));
+    expect(text.length).toBeGreaterThan(0);
+    const stored = (await openai.responses.retrieve(id)) as unknown as {
+      status: string;
+      output: { type: string; content?: { text: string }[]; items?: unknown[] }[];
+    };
+    expect(stored.status).toBe("completed");
+    expect(stored.output[0]?.content?.[0]?.text).toBe(text);
+    // The [GRD] routing token's decoder output is an item of its own, after the message.
+    const grounding = stored.output.filter((item) => item.type === "visionllm_detections");
+    expect(grounding).toHaveLength(1);
+    expect(grounding[0]?.items).toHaveLength(1);
+    const replay = await fetch(`${stack.edge}/v1/responses/${id}?stream=true&starting_after=3`, {
+      headers: { authorization: `Bearer ${stack.apiKey}` },
+    });
+    const replayed = (await replay.text()).split("\n").filter((l) => l.startsWith("data: "));
+    expect(replayed).toHaveLength(types.length - 4);
+    expect(JSON.parse(replayed[0]?.slice(6) ?? "{}").sequence_number).toBe(4);
+    const plain = await openai.responses.create({
+      model: "visionllm-v2-nano",
+      input: "Hello!",
+      max_output_tokens: 40,
+    });
+    expect(["completed", "incomplete"]).toContain(plain.status);
+    expect(plain.output_text.length).toBeGreaterThan(0);
+  });
+
   it("a non-streaming call returns the completion with its super-link outputs", async () => {
     const completion = await openai.chat.completions.create({
       model: "visionllm-v2-nano",

@@ -3,6 +3,7 @@ import {
   type ChatCompletionChunk,
   type ChatCompletionRequest,
   ChatCompletionRequestSchema,
+  chatRequestOfResponses,
   EventSequencer,
   encodeData,
   fromZodError,
@@ -12,6 +13,8 @@ import {
   PROTOCOL_HEADER,
   PROTOCOL_VERSION,
   REQUEST_ID_HEADER,
+  type ResponsesRequest,
+  ResponsesRequestSchema,
   type RunnerGenerateRequest,
   readEventStream,
   type Sampling,
@@ -29,6 +32,7 @@ import { sha256Hex } from "./api-keys";
 import { cacheable, cacheKey, readCached, writeCached } from "./cache";
 import { type AppEnv, type Env, limitsOf } from "./env";
 import { type AssembledPrompt, assemblePrompt, runnerImages } from "./prompt";
+import { ResponseBuilder, responseFrames, storeResponse } from "./responses";
 import { forgetModelCard, forwardGenerate, modelCard } from "./runner-pool";
 
 /** POST /v1/chat (native events) and POST /v1/chat/completions (OpenAI chunks). */
@@ -310,11 +314,24 @@ export function runnerRequest(
   };
 }
 
-export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"): Promise<Response> {
+/** The Responses request, when the call came through /v1/responses: parsed, and as a chat request. */
+function readResponsesRequest(body: unknown): { responses: ResponsesRequest; chat: unknown } {
+  const parsed = ResponsesRequestSchema.safeParse(body);
+  if (!parsed.success) throw fromZodError(parsed.error);
+  return { responses: parsed.data, chat: chatRequestOfResponses(parsed.data) };
+}
+
+export async function handleChat(
+  c: Context<AppEnv>,
+  flavor: "native" | "openai" | "responses",
+): Promise<Response> {
   const env = c.env;
   const caller = c.get("caller");
   const requestId = c.get("requestId");
-  const parsed = ChatCompletionRequestSchema.safeParse(await readBody(c));
+  const body = await readBody(c);
+  const { responses, chat } =
+    flavor === "responses" ? readResponsesRequest(body) : { responses: undefined, chat: body };
+  const parsed = ChatCompletionRequestSchema.safeParse(chat);
   if (!parsed.success) throw fromZodError(parsed.error);
   const request = parsed.data;
   if (request.model !== env.MODEL_ID) {
@@ -418,6 +435,19 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
     const events = numbered(source, onEnd);
     const allHeaders = { ...headers, "x-cache": xCache };
 
+    if (responses) {
+      return answerResponses(c, events, responses, {
+        id: `resp_${requestId}`,
+        model: card.id,
+        created,
+        stream: request.stream,
+        headers: allHeaders,
+        onCancel: () => {
+          upstream.abort();
+          onEnd();
+        },
+      });
+    }
     if (flavor === "openai" && !request.stream) {
       const completion = await collect(events, id, card.id, created);
       return c.json(completion, 200, allHeaders);
@@ -443,4 +473,45 @@ export async function handleChat(c: Context<AppEnv>, flavor: "native" | "openai"
     release();
     throw error;
   }
+}
+
+/** /v1/responses: the same events as a Responses stream, or the finished response object. */
+async function answerResponses(
+  c: Context<AppEnv>,
+  events: AsyncIterable<StreamEvent>,
+  responses: ResponsesRequest,
+  meta: {
+    id: string;
+    model: string;
+    created: number;
+    stream: boolean;
+    headers: Record<string, string>;
+    onCancel: () => void;
+  },
+): Promise<Response> {
+  const builder = new ResponseBuilder({
+    id: meta.id,
+    model: meta.model,
+    created: meta.created,
+    instructions: responses.instructions ?? null,
+    maxOutputTokens: responses.max_output_tokens ?? null,
+    temperature: responses.temperature ?? null,
+    topP: responses.top_p ?? null,
+    metadata: responses.metadata ?? {},
+  });
+  const keep = (stored: Parameters<typeof storeResponse>[2]) => {
+    if (responses.store) c.executionCtx.waitUntil(storeResponse(c.env, c.get("caller").keyId, stored));
+  };
+  const frames = responseFrames(events, builder, keep);
+  if (!meta.stream) {
+    for await (const _ of frames);
+    const failure = builder.failure;
+    if (failure)
+      throw new VisionLLMError(failure.code, failure.message, {
+        ...(failure.param ? { param: failure.param } : {}),
+        ...(failure.retryable ? { retryAfterSeconds: RETRY_AFTER_S } : {}),
+      });
+    return c.json(builder.response, 200, meta.headers);
+  }
+  return sseResponse(frames, { pingMs: PING_MS, onCancel: meta.onCancel, headers: meta.headers });
 }

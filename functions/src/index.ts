@@ -12,6 +12,7 @@ import { handleChat } from "./chat";
 import { allowedOrigin } from "./cors";
 import type { AppEnv, Env, JobMessage } from "./env";
 import { cancelJob, consumeDeadLetters, consumeJobs, createJob, getJob, jobFile, listJobs } from "./jobs";
+import { retrieveResponse } from "./responses";
 import { modelCard, readyRunners } from "./runner-pool";
 import { consumeWebhooks, type DeliveryMessage, rotateWebhookSecret, webhookSecrets } from "./webhooks";
 
@@ -106,6 +107,8 @@ v1.get("/models/:id", (c) => {
 });
 v1.post("/chat/completions", (c) => handleChat(c, "openai"));
 v1.post("/chat", (c) => handleChat(c, "native"));
+v1.post("/responses", (c) => handleChat(c, "responses"));
+v1.get("/responses/:id", retrieveResponse);
 v1.post("/jobs", createJob);
 v1.get("/jobs", listJobs);
 v1.get("/jobs/:id", getJob);

@@ -6,6 +6,7 @@ export * from "./mask";
 export * from "./openai";
 export * from "./openapi";
 export * from "./requests";
+export * from "./responses";
 export * from "./runner";
 export * from "./signing";
 export * from "./sse";

@@ -11,6 +11,7 @@ import {
 } from "./jobs";
 import { ChatCompletionChunkSchema, ChatCompletionSchema, ModelListSchema, ModelSchema } from "./openai";
 import { ChatCompletionRequestSchema } from "./requests";
+import { ResponseSchema, ResponseStreamEventSchema, ResponsesRequestSchema } from "./responses";
 import { PROTOCOL_HEADER, PROTOCOL_VERSION } from "./version";
 
 /** OpenAPI 3.1 document generated from the zod schemas (JSON Schema 2020-12 is 3.1's dialect). */
@@ -68,10 +69,12 @@ const notFound = {
 export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Record<string, unknown> {
   const chatRequest = schema(ChatCompletionRequestSchema, "input");
   const jobRequest = schema(JobCreateRequestSchema, "input");
+  const responsesRequest = schema(ResponsesRequestSchema, "input");
   if (limits) {
     for (const field of ["max_tokens", "max_completion_tokens", "min_tokens"])
       capInteger(chatRequest, field, limits.max_new_tokens);
     for (const field of ["max_tokens", "min_tokens"]) capInteger(jobRequest, field, limits.max_new_tokens);
+    capInteger(responsesRequest, "max_output_tokens", limits.max_new_tokens);
   }
   return {
     openapi: "3.1.0",
@@ -127,6 +130,50 @@ export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Rec
             "200": {
               description: "SSE stream of events.",
               content: { "text/event-stream": { schema: ref("StreamEvent") } },
+            },
+            ...errorResponses,
+          },
+        },
+      },
+      "/v1/responses": {
+        post: {
+          operationId: "createResponse",
+          summary:
+            "OpenAI's Responses API. Output items: the assistant message, then the super link's outputs in answer order (visionllm_detections, visionllm_keypoints, image_generation_call).",
+          requestBody: {
+            required: true,
+            content: { "application/json": { schema: ref("ResponsesRequest") } },
+          },
+          responses: {
+            "200": {
+              description:
+                "The response, or with stream=true its typed events (`event:` is the type; every event has a sequence_number).",
+              content: {
+                "application/json": { schema: ref("Response") },
+                "text/event-stream": { schema: ref("ResponseStreamEvent") },
+              },
+            },
+            ...errorResponses,
+          },
+        },
+      },
+      "/v1/responses/{id}": {
+        get: {
+          operationId: "retrieveResponse",
+          summary:
+            "A stored response (kept a day, per API key); with stream=true its events again, after `starting_after` if given.",
+          parameters: [
+            idParameter,
+            { name: "stream", in: "query", required: false, schema: { type: "boolean" } },
+            { name: "starting_after", in: "query", required: false, schema: { type: "integer", minimum: 0 } },
+          ],
+          responses: {
+            "200": {
+              description: "The response, or its events.",
+              content: {
+                "application/json": { schema: ref("Response") },
+                "text/event-stream": { schema: ref("ResponseStreamEvent") },
+              },
             },
             ...errorResponses,
           },
@@ -278,6 +325,9 @@ export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Rec
         JobCreateRequest: jobRequest,
         Job: schema(JobSchema, "output"),
         JobList: schema(JobListSchema, "output"),
+        ResponsesRequest: responsesRequest,
+        Response: schema(ResponseSchema, "output"),
+        ResponseStreamEvent: schema(ResponseStreamEventSchema, "output"),
         WebhookSecret: schema(WebhookSecretSchema, "output"),
         WebhookSecretRotation: schema(WebhookSecretRotationSchema, "output"),
         WebhookPayload: schema(WebhookPayloadSchema, "output"),

@@ -15,6 +15,11 @@ export function encodeEvent(event: StreamEvent): string {
   return `event: ${event.type}\nid: ${event.sequence_number}\ndata: ${JSON.stringify(event)}\n\n`;
 }
 
+/** A named event with data only (OpenAI's Responses stream: the type names the event, no id). */
+export function encodeNamed(type: string, data: unknown): string {
+  return `event: ${type}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
 /** A comment line: ignored by every SSE client, keeps idle connections open. */
 export function encodeComment(text = "ping"): string {
   return `: ${text}\n\n`;
