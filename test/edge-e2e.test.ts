@@ -197,6 +197,42 @@ describe("edge end to end", () => {
     expect(plain.output_text.length).toBeGreaterThan(0);
   });
 
+  it("resumes a native stream after Last-Event-ID, exactly, and refuses to resume a sampled one", async () => {
+    const ask = async (body: Record<string, unknown>, lastEventId?: string) => {
+      const response = await fetch(`${stack.edge}/v1/chat`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${stack.apiKey}`,
+          "content-type": "application/json",
+          "cache-control": "no-cache",
+          ...(lastEventId ? { "last-event-id": lastEventId } : {}),
+        },
+        body: JSON.stringify({
+          model: "visionllm-v2-nano",
+          messages: [
+            {
+              role: "user",
+              content: [
+                { type: "image_url", image_url: { url: dataUrl } },
+                { type: "text", text: "Detect every circle." },
+              ],
+            },
+          ],
+          ...body,
+        }),
+      });
+      if (!response.ok) return { status: response.status, events: [] as StreamEvent[] };
+      const events: StreamEvent[] = [];
+      for await (const e of readEventStream(response.body as ReadableStream<Uint8Array>)) events.push(e);
+      return { status: response.status, events };
+    };
+    const whole = await ask({ temperature: 0 });
+    const resumed = await ask({ temperature: 0 }, "2");
+    expect(resumed.events[0]?.sequence_number).toBe(3);
+    expect(resumed.events).toEqual(whole.events.slice(3));
+    expect((await ask({ temperature: 1 }, "2")).status).toBe(400);
+  });
+
   it("a non-streaming call returns the completion with its super-link outputs", async () => {
     const completion = await openai.chat.completions.create({
       model: "visionllm-v2-nano",

@@ -314,6 +314,31 @@ export function runnerRequest(
   };
 }
 
+/**
+ * `Last-Event-ID` on a native stream: a client reconnecting (EventSource does so by itself) sends the
+ * same request and gets only the events after that id. The answer is produced again, so the resume
+ * is exact only for a deterministic request (temperature 0 or a seed): others are refused.
+ */
+function lastEventId(header: string | undefined, deterministic: boolean): number | undefined {
+  if (header === undefined || header === "") return undefined;
+  const id = Number(header);
+  if (!Number.isInteger(id) || id < 0)
+    throw new VisionLLMError("invalid_request", "Last-Event-ID must be an event's id (a sequence number).", {
+      param: "last-event-id",
+    });
+  if (!deterministic)
+    throw new VisionLLMError(
+      "invalid_request",
+      "Resuming (Last-Event-ID) needs a deterministic request: temperature 0 or a seed, so the answer is the same.",
+      { param: "last-event-id" },
+    );
+  return id;
+}
+
+async function* after(events: AsyncIterable<StreamEvent>, id: number): AsyncGenerator<StreamEvent> {
+  for await (const event of events) if (event.sequence_number > id) yield event;
+}
+
 /** The Responses request, when the call came through /v1/responses: parsed, and as a chat request. */
 function readResponsesRequest(body: unknown): { responses: ResponsesRequest; chat: unknown } {
   const parsed = ResponsesRequestSchema.safeParse(body);
@@ -368,6 +393,8 @@ export async function handleChat(
       /no-cache|no-store/i.test(c.req.header("cache-control") ?? "") ||
       c.req.header("x-cache-bypass") === "1";
     const deterministic = isDeterministic(sampling);
+    const resumeAfter =
+      flavor === "native" ? lastEventId(c.req.header("last-event-id"), deterministic) : undefined;
     const key = deterministic
       ? await cacheKey({
           scope: env.CACHE_SCOPE === "shared" ? "shared" : `key:${caller.keyId}`,
@@ -432,7 +459,8 @@ export async function handleChat(
     // its own: measured, workerd does not always cancel a body whose pull is waiting on the runner,
     // and the slot stayed held until the lease expired.
     c.req.raw.signal.addEventListener("abort", onEnd, { once: true });
-    const events = numbered(source, onEnd);
+    const events =
+      resumeAfter === undefined ? numbered(source, onEnd) : after(numbered(source, onEnd), resumeAfter);
     const allHeaders = { ...headers, "x-cache": xCache };
 
     if (responses) {
