@@ -81,6 +81,7 @@ export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Rec
     info: {
       title: "VisionLLM serving API",
       version: PROTOCOL_VERSION,
+      license: { name: "UNLICENSED (private package: no license granted)" },
       description:
         "OpenAI-compatible chat completions with super-link outputs (detections, masks, keypoints, images), " +
         `and the native typed event stream (protocol version in the ${PROTOCOL_HEADER} header).`,
@@ -90,6 +91,7 @@ export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Rec
     webhooks: {
       job: {
         post: {
+          operationId: "jobWebhook",
           summary: "Job events (job.start, job.output, job.completed), signed per Standard Webhooks.",
           requestBody: { content: { "application/json": { schema: ref("WebhookPayload") } } },
           responses: { "200": { description: "Any 2xx acknowledges; 410 stops deliveries." } },
@@ -289,7 +291,7 @@ export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Rec
           operationId: "liveness",
           summary: "Liveness.",
           security: [],
-          responses: { "200": { description: "Alive." } },
+          responses: { "200": { description: "Alive." }, "4XX": json("ErrorBody", "Refused.") },
         },
       },
       "/readyz": {
@@ -300,6 +302,7 @@ export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Rec
           responses: {
             "200": { description: "Ready." },
             "503": { description: "No runner is ready; see Retry-After." },
+            "4XX": json("ErrorBody", "Refused."),
           },
         },
       },
@@ -308,7 +311,10 @@ export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Rec
           operationId: "openapi",
           summary: "This document.",
           security: [],
-          responses: { "200": { description: "The OpenAPI 3.1 document." } },
+          responses: {
+            "200": { description: "The OpenAPI 3.1 document." },
+            "4XX": json("ErrorBody", "Refused."),
+          },
         },
       },
     },

@@ -155,7 +155,7 @@ const compatibilityFields = {
   ),
   tools: neutralOnly(z.array(z.unknown()), (v) => v.length === 0, "this model cannot call tools"),
   tool_choice: neutralOnly(
-    z.unknown(),
+    z.union([z.string().max(64), z.object({}).loose()]),
     (v) => v === "none",
     'this model cannot call tools; send "none" or leave it out',
   ),
