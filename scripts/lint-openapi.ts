@@ -6,7 +6,7 @@ import { buildOpenAPIDocument } from "../shared/src/openapi";
 
 /**
  * `npm run lint:openapi`: the document `/openapi.json` serves, as a runner with the model's limits
- * would make it, linted by Redocly's recommended rules; any error or warning fails (part of npm test).
+ * would make it, linted by Redocly's recommended-strict rules (every warning an error) (part of npm test).
  */
 
 async function main(): Promise<void> {

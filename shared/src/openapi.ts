@@ -81,7 +81,10 @@ export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Rec
     info: {
       title: "VisionLLM serving API",
       version: PROTOCOL_VERSION,
-      license: { name: "UNLICENSED (private package: no license granted)" },
+      license: {
+        name: "UNLICENSED (private package: no license granted)",
+        identifier: "LicenseRef-UNLICENSED",
+      },
       description:
         "OpenAI-compatible chat completions with super-link outputs (detections, masks, keypoints, images), " +
         `and the native typed event stream (protocol version in the ${PROTOCOL_HEADER} header).`,
