@@ -233,6 +233,39 @@ describe("edge end to end", () => {
     expect((await ask({ temperature: 1 }, "2")).status).toBe(400);
   });
 
+  it("says where the edge's time went: Server-Timing with every phase of a chat", async () => {
+    const response = await fetch(`${stack.edge}/v1/chat/completions`, {
+      method: "POST",
+      headers: {
+        authorization: `Bearer ${stack.apiKey}`,
+        "content-type": "application/json",
+        "cache-control": "no-cache",
+      },
+      body: JSON.stringify({
+        model: "visionllm-v2-nano",
+        max_tokens: 4,
+        temperature: 1,
+        messages: [{ role: "user", content: "Hello!" }],
+      }),
+    });
+    await response.text();
+    const phases = (response.headers.get("server-timing") ?? "")
+      .split(",")
+      .map((m) => m.trim().split(";")[0]);
+    expect(phases).toEqual(expect.arrayContaining(["auth", "ratelimit", "prompt", "runner", "total"]));
+    const cachedPath = await fetch(`${stack.edge}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({
+        model: "visionllm-v2-nano",
+        max_tokens: 4,
+        messages: [{ role: "user", content: "Hello!" }],
+      }),
+    });
+    await cachedPath.text();
+    expect(cachedPath.headers.get("server-timing")).toMatch(/cache;dur=/);
+  });
+
   it("a non-streaming call returns the completion with its super-link outputs", async () => {
     const completion = await openai.chat.completions.create({
       model: "visionllm-v2-nano",

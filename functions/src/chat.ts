@@ -30,8 +30,9 @@ import {
 import type { Context } from "hono";
 import { sha256Hex } from "./api-keys";
 import { cacheable, cacheKey, readCached, writeCached } from "./cache";
-import { type AppEnv, type Env, limitsOf } from "./env";
+import { type AppEnv, type Env, limitsOf, timed } from "./env";
 import { type AssembledPrompt, assemblePrompt, runnerImages } from "./prompt";
+import type { Admission } from "./rate-limiter";
 import { ResponseBuilder, responseFrames, storeResponse } from "./responses";
 import { forgetModelCard, forwardGenerate, modelCard } from "./runner-pool";
 
@@ -370,7 +371,9 @@ export async function handleChat(
   }
 
   const limiter = env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(caller.keyId));
-  const admission = await limiter.acquire(caller.requestsPerMinute, caller.maxConcurrent);
+  const acquire = async (): Promise<Admission> =>
+    await limiter.acquire(caller.requestsPerMinute, caller.maxConcurrent);
+  const admission = await timed(c, "ratelimit", acquire());
   if (!admission.ok) {
     throw new VisionLLMError(
       "rate_limit_exceeded",
@@ -388,7 +391,11 @@ export async function handleChat(
   };
 
   try {
-    const { card, limits, sampling, assembled, digests } = await prepareGeneration(env, request);
+    const { card, limits, sampling, assembled, digests } = await timed(
+      c,
+      "prompt",
+      prepareGeneration(env, request),
+    );
     const bypass =
       /no-cache|no-store/i.test(c.req.header("cache-control") ?? "") ||
       c.req.header("x-cache-bypass") === "1";
@@ -417,7 +424,7 @@ export async function handleChat(
 
     let source: AsyncIterable<UnnumberedEvent>;
     let xCache = cacheStatus;
-    const cached = key && !bypass ? await readCached(env.CACHE, key) : undefined;
+    const cached = key && !bypass ? await timed(c, "cache", readCached(env.CACHE, key)) : undefined;
     const upstream = new AbortController();
     c.req.raw.signal.addEventListener("abort", () => upstream.abort(), { once: true });
     let runnerDone = () => {};
@@ -427,10 +434,10 @@ export async function handleChat(
       xCache = "HIT";
       source = replayCached(cached, { id: requestId, created });
     } else {
-      const forwarded = await forwardGenerate(
-        env,
-        runnerRequest(requestId, assembled, digests, sampling),
-        upstream.signal,
+      const forwarded = await timed(
+        c,
+        "runner",
+        forwardGenerate(env, runnerRequest(requestId, assembled, digests, sampling), upstream.signal),
       );
       runnerDone = forwarded.done;
       const answeredBy = forwarded.response.headers.get(MODEL_DIGEST_HEADER);

@@ -1,3 +1,5 @@
+import type { Context } from "hono";
+import { endTime, startTime, type TimingVariables } from "hono/timing";
 import type { RateLimiter } from "./rate-limiter";
 import type { DeliveryMessage } from "./webhooks";
 
@@ -73,4 +75,14 @@ export interface Caller {
   maxConcurrent: number;
 }
 
-export type AppEnv = { Bindings: Env; Variables: { caller: Caller; requestId: string } };
+export type AppEnv = { Bindings: Env; Variables: { caller: Caller; requestId: string } & TimingVariables };
+
+/** One phase of a request, in its Server-Timing header (hono/timing). */
+export async function timed<T>(c: Context<AppEnv>, phase: string, work: Promise<T>): Promise<T> {
+  startTime(c, phase);
+  try {
+    return await work;
+  } finally {
+    endTime(c, phase);
+  }
+}

@@ -7,10 +7,11 @@ import {
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
+import { timing } from "hono/timing";
 import { authenticate } from "./auth";
 import { handleChat } from "./chat";
 import { allowedOrigin } from "./cors";
-import type { AppEnv, Env, JobMessage } from "./env";
+import { type AppEnv, type Env, type JobMessage, timed } from "./env";
 import { cancelJob, consumeDeadLetters, consumeJobs, createJob, getJob, jobFile, listJobs } from "./jobs";
 import { retrieveResponse } from "./responses";
 import { modelCard, readyRunners } from "./runner-pool";
@@ -23,6 +24,9 @@ export { RateLimiter } from "./rate-limiter";
 const MAX_BODY_BYTES = 24 * 1024 * 1024;
 
 const app = new Hono<AppEnv>();
+
+// Server-Timing on every answer: where the edge's time went (auth, ratelimit, prompt, cache, runner).
+app.use(timing({ totalDescription: "edge" }));
 
 app.use(async (c, next) => {
   c.set("requestId", crypto.randomUUID());
@@ -91,7 +95,7 @@ v1.use(
   }),
 );
 v1.use(async (c, next) => {
-  c.set("caller", await authenticate(c.env, c.req.header("authorization")));
+  c.set("caller", await timed(c, "auth", authenticate(c.env, c.req.header("authorization"))));
   await next();
 });
 

@@ -73,6 +73,7 @@ describe("auth", () => {
   it("admits a valid key", async () => {
     const response = await call("/v1/models", { key });
     expect(response.status).toBe(200);
+    expect(response.headers.get("server-timing")).toMatch(/auth;dur=[\d.]+.*total;dur=/);
     expect(await response.json()).toMatchObject({ object: "list", data: [{ id: "visionllm-v2-nano" }] });
   });
   it("retrieves one model as OpenAI's models.retrieve does, and 404s any other", async () => {
