@@ -345,41 +345,11 @@ describe("edge end to end", () => {
     await bypass.text();
   });
 
-  it("a client that closes a stream: false request stops the runner's work", async () => {
-    const controller = new AbortController();
-    const pending = fetch(`${stack.edge}/v1/chat/completions`, {
+  /** A request that would generate 500 tokens, and the runner's count of running sequences. */
+  const longAnswer = (path: string, signal: AbortSignal) =>
+    fetch(`${stack.edge}${path}`, {
       method: "POST",
-      signal: controller.signal,
-      headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
-      body: JSON.stringify({
-        model: "visionllm-v2-nano",
-        temperature: 1,
-        max_tokens: 500,
-        min_tokens: 500,
-        messages: [{ role: "user", content: "Hello!" }],
-      }),
-    }).catch(() => undefined);
-    const seen = Date.now() + 10_000;
-    while ((await metric(stack.runner, "vllm:num_requests_running")) < 1 && Date.now() < seen) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(await metric(stack.runner, "vllm:num_requests_running")).toBe(1);
-    controller.abort();
-    await pending;
-    const until = Date.now() + 5_000;
-    let running = 1;
-    while (running > 0 && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 100));
-      running = await metric(stack.runner, "vllm:num_requests_running");
-    }
-    expect(running).toBe(0);
-  });
-
-  it("a client that disconnects mid-stream stops the runner's work", async () => {
-    const controller = new AbortController();
-    const response = await fetch(`${stack.edge}/v1/chat`, {
-      method: "POST",
-      signal: controller.signal,
+      signal,
       headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },
       body: JSON.stringify({
         model: "visionllm-v2-nano",
@@ -389,23 +359,36 @@ describe("edge end to end", () => {
         messages: [{ role: "user", content: "Hello!" }],
       }),
     });
+  const running = () => metric(stack.runner, "vllm:num_requests_running");
+  async function runningBecomes(target: (n: number) => boolean, ms: number): Promise<number> {
+    const until = Date.now() + ms;
+    let n = await running();
+    while (!target(n) && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 50));
+      n = await running();
+    }
+    return n;
+  }
+
+  it("a client that closes a stream: false request stops the runner's work", async () => {
+    const controller = new AbortController();
+    const pending = longAnswer("/v1/chat/completions", controller.signal).catch(() => undefined);
+    expect(await runningBecomes((n) => n >= 1, 10_000)).toBe(1);
+    controller.abort();
+    await pending;
+    expect(await runningBecomes((n) => n === 0, 5_000)).toBe(0);
+  });
+
+  it("a client that disconnects mid-stream stops the runner's work", async () => {
+    const controller = new AbortController();
+    const response = await longAnswer("/v1/chat", controller.signal);
     expect(response.status).toBe(200);
     const reader = response.body?.getReader();
     await reader?.read();
     await reader?.read();
-    const seen = Date.now() + 3_000;
-    while ((await metric(stack.runner, "vllm:num_requests_running")) < 1 && Date.now() < seen) {
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    expect(await metric(stack.runner, "vllm:num_requests_running")).toBe(1);
+    expect(await runningBecomes((n) => n >= 1, 3_000)).toBe(1);
     controller.abort();
-    const until = Date.now() + 5_000;
-    let running = 1;
-    while (running > 0 && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 100));
-      running = await metric(stack.runner, "vllm:num_requests_running");
-    }
-    expect(running).toBe(0);
+    expect(await runningBecomes((n) => n === 0, 5_000)).toBe(0);
     expect(
       await metric(stack.runner, 'vllm:request_success_total{finished_reason="canceled"'),
     ).toBeGreaterThanOrEqual(1);
