@@ -347,30 +347,46 @@ function readResponsesRequest(body: unknown): { responses: ResponsesRequest; cha
   return { responses: parsed.data, chat: chatRequestOfResponses(parsed.data) };
 }
 
-export async function handleChat(
+type Flavor = "native" | "openai" | "responses";
+type Generation = Awaited<ReturnType<typeof prepareGeneration>>;
+
+/** One chat request through the edge: parse, admit, prepare, stream (from cache or a runner), answer. */
+export async function handleChat(c: Context<AppEnv>, flavor: Flavor): Promise<Response> {
+  const { request, responses } = await readChatRequest(c, flavor);
+  const release = await admit(c);
+  try {
+    const generation = await timed(c, "prompt", prepareGeneration(c.env, request));
+    const stream = await openStream(c, generation, flavor, release);
+    return await answer(c, flavor, request, responses, stream, generation.card.id);
+  } catch (error) {
+    release();
+    throw error;
+  }
+}
+
+async function readChatRequest(
   c: Context<AppEnv>,
-  flavor: "native" | "openai" | "responses",
-): Promise<Response> {
-  const env = c.env;
-  const caller = c.get("caller");
-  const requestId = c.get("requestId");
+  flavor: Flavor,
+): Promise<{ request: ChatCompletionRequest; responses: ResponsesRequest | undefined }> {
   const body = await readBody(c);
   const { responses, chat } =
     flavor === "responses" ? readResponsesRequest(body) : { responses: undefined, chat: body };
   const parsed = ChatCompletionRequestSchema.safeParse(chat);
   if (!parsed.success) throw fromZodError(parsed.error);
-  const request = parsed.data;
-  if (request.model !== env.MODEL_ID) {
+  const model = c.env.MODEL_ID;
+  if (parsed.data.model !== model)
     throw new VisionLLMError(
       "not_found",
-      `The model ${request.model} does not exist here; use ${env.MODEL_ID} (see GET /v1/models).`,
-      {
-        param: "model",
-      },
+      `The model ${parsed.data.model} does not exist here; use ${model} (see GET /v1/models).`,
+      { param: "model" },
     );
-  }
+  return { request: parsed.data, responses };
+}
 
-  const limiter = env.RATE_LIMITER.get(env.RATE_LIMITER.idFromName(caller.keyId));
+/** A stream slot from the key's rate limiter; returns its release (safe to call more than once). */
+async function admit(c: Context<AppEnv>): Promise<() => void> {
+  const caller = c.get("caller");
+  const limiter = c.env.RATE_LIMITER.get(c.env.RATE_LIMITER.idFromName(caller.keyId));
   const acquire = async (): Promise<Admission> =>
     await limiter.acquire(caller.requestsPerMinute, caller.maxConcurrent);
   const admission = await timed(c, "ratelimit", acquire());
@@ -384,130 +400,138 @@ export async function handleChat(
     );
   }
   let released = false;
-  const release = () => {
+  return () => {
     if (released) return;
     released = true;
     c.executionCtx.waitUntil(limiter.release(admission.leaseId));
   };
+}
 
-  try {
-    const { card, limits, sampling, assembled, digests } = await timed(
-      c,
-      "prompt",
-      prepareGeneration(env, request),
-    );
-    const bypass =
-      /no-cache|no-store/i.test(c.req.header("cache-control") ?? "") ||
-      c.req.header("x-cache-bypass") === "1";
-    const deterministic = isDeterministic(sampling);
-    const resumeAfter =
-      flavor === "native" ? lastEventId(c.req.header("last-event-id"), deterministic) : undefined;
-    const key = deterministic
-      ? await cacheKey({
-          scope: env.CACHE_SCOPE === "shared" ? "shared" : `key:${caller.keyId}`,
-          model: card.id,
-          modelVersion: card.version,
-          modelDigest: card.digest,
-          prompt: assembled.prompt,
-          imageDigests: digests,
-          regions: assembled.regions,
-          sampling,
-        })
-      : undefined;
-    const cacheStatus = !key ? "DYNAMIC" : bypass ? "BYPASS" : "MISS";
-    const created = Math.floor(Date.now() / 1000);
-    const id = `chatcmpl-${requestId}`;
-    const headers = {
+interface ChatStream {
+  events: AsyncIterable<StreamEvent>;
+  headers: Record<string, string>;
+  created: number;
+  /** The client left: stop the runner, free the slot (runs the end once, whoever calls first). */
+  cancel: () => void;
+}
+
+/** The answer's numbered events, replayed from the response cache or streamed from a runner. */
+async function openStream(
+  c: Context<AppEnv>,
+  generation: Generation,
+  flavor: Flavor,
+  release: () => void,
+): Promise<ChatStream> {
+  const { env } = c;
+  const requestId = c.get("requestId");
+  const { card, limits, sampling, assembled, digests } = generation;
+  const bypass =
+    /no-cache|no-store/i.test(c.req.header("cache-control") ?? "") || c.req.header("x-cache-bypass") === "1";
+  const deterministic = isDeterministic(sampling);
+  const resumeAfter =
+    flavor === "native" ? lastEventId(c.req.header("last-event-id"), deterministic) : undefined;
+  const key = deterministic
+    ? await cacheKey({
+        scope: env.CACHE_SCOPE === "shared" ? "shared" : `key:${c.get("caller").keyId}`,
+        model: card.id,
+        modelVersion: card.version,
+        modelDigest: card.digest,
+        prompt: assembled.prompt,
+        imageDigests: digests,
+        regions: assembled.regions,
+        sampling,
+      })
+    : undefined;
+  const created = Math.floor(Date.now() / 1000);
+  const cached = key && !bypass ? await timed(c, "cache", readCached(env.CACHE, key)) : undefined;
+  const upstream = new AbortController();
+  c.req.raw.signal.addEventListener("abort", () => upstream.abort(), { once: true });
+  const collected: StreamEvent[] = [];
+  const origin = cached
+    ? { source: replayCached(cached, { id: requestId, created }), done: () => {}, stale: false }
+    : await runnerOrigin(c, generation, upstream.signal, collected);
+  let ended = false;
+  const onEnd = () => {
+    if (ended) return;
+    ended = true;
+    origin.done();
+    release();
+    if (key && !cached && !origin.stale && cacheable(collected))
+      c.executionCtx.waitUntil(writeCached(env.CACHE, key, collected, limits.cacheTtlSeconds));
+  };
+  // A client that goes away frees its stream slot at once. The body's cancel() is not enough on
+  // its own: measured, workerd does not always cancel a body whose pull is waiting on the runner,
+  // and the slot stayed held until the lease expired.
+  c.req.raw.signal.addEventListener("abort", onEnd, { once: true });
+  const events = numbered(origin.source, onEnd);
+  return {
+    events: resumeAfter === undefined ? events : after(events, resumeAfter),
+    headers: {
       [REQUEST_ID_HEADER]: requestId,
       [PROTOCOL_HEADER]: PROTOCOL_VERSION,
-    };
+      "x-cache": cached ? "HIT" : !key ? "DYNAMIC" : bypass ? "BYPASS" : "MISS",
+    },
+    created,
+    cancel: () => {
+      upstream.abort();
+      onEnd();
+    },
+  };
+}
 
-    let source: AsyncIterable<UnnumberedEvent>;
-    let xCache = cacheStatus;
-    const cached = key && !bypass ? await timed(c, "cache", readCached(env.CACHE, key)) : undefined;
-    const upstream = new AbortController();
-    c.req.raw.signal.addEventListener("abort", () => upstream.abort(), { once: true });
-    let runnerDone = () => {};
-    const collected: StreamEvent[] = [];
-    let staleCard = false;
-    if (cached) {
-      xCache = "HIT";
-      source = replayCached(cached, { id: requestId, created });
-    } else {
-      const forwarded = await timed(
-        c,
-        "runner",
-        forwardGenerate(env, runnerRequest(requestId, assembled, digests, sampling), upstream.signal),
-      );
-      runnerDone = forwarded.done;
-      const answeredBy = forwarded.response.headers.get(MODEL_DIGEST_HEADER);
-      if (answeredBy && answeredBy !== card.digest) {
-        // The bundle was swapped under a cached card: this answer must not be filed under the old
-        // digest, and the next request reads the new card.
-        staleCard = true;
-        c.executionCtx.waitUntil(forgetModelCard(env));
-      }
-      source = fromRunner(
-        forwarded.response.body as ReadableStream<Uint8Array>,
-        collected,
-        limits.runnerIdleMs,
-      );
-    }
-    let ended = false;
-    const onEnd = () => {
-      if (ended) return;
-      ended = true;
-      runnerDone();
-      release();
-      if (key && !cached && !staleCard && cacheable(collected))
-        c.executionCtx.waitUntil(writeCached(env.CACHE, key, collected, limits.cacheTtlSeconds));
-    };
-    // A client that goes away frees its stream slot at once. The body's cancel() is not enough on
-    // its own: measured, workerd does not always cancel a body whose pull is waiting on the runner,
-    // and the slot stayed held until the lease expired.
-    c.req.raw.signal.addEventListener("abort", onEnd, { once: true });
-    const events =
-      resumeAfter === undefined ? numbered(source, onEnd) : after(numbered(source, onEnd), resumeAfter);
-    const allHeaders = { ...headers, "x-cache": xCache };
+async function runnerOrigin(
+  c: Context<AppEnv>,
+  generation: Generation,
+  signal: AbortSignal,
+  collected: StreamEvent[],
+): Promise<{ source: AsyncIterable<UnnumberedEvent>; done: () => void; stale: boolean }> {
+  const { card, limits, sampling, assembled, digests } = generation;
+  const request = runnerRequest(c.get("requestId"), assembled, digests, sampling);
+  const forwarded = await timed(c, "runner", forwardGenerate(c.env, request, signal));
+  const answeredBy = forwarded.response.headers.get(MODEL_DIGEST_HEADER);
+  // The bundle was swapped under a cached card: this answer must not be filed under the old digest,
+  // and the next request reads the new card.
+  const stale = answeredBy !== null && answeredBy !== card.digest;
+  if (stale) c.executionCtx.waitUntil(forgetModelCard(c.env));
+  const body = forwarded.response.body as ReadableStream<Uint8Array>;
+  return { source: fromRunner(body, collected, limits.runnerIdleMs), done: forwarded.done, stale };
+}
 
-    if (responses) {
-      return answerResponses(c, events, responses, {
-        id: `resp_${requestId}`,
-        model: card.id,
-        created,
-        stream: request.stream,
-        headers: allHeaders,
-        onCancel: () => {
-          upstream.abort();
-          onEnd();
-        },
-      });
-    }
-    if (flavor === "openai" && !request.stream) {
-      const completion = await collect(events, id, card.id, created);
-      return c.json(completion, 200, allHeaders);
-    }
-    const frames =
-      flavor === "native"
-        ? nativeFrames(events)
-        : openAIFrames(events, {
-            id,
-            model: card.id,
-            created,
-            includeUsage: request.stream_options?.include_usage === true,
-          });
-    return sseResponse(frames, {
-      pingMs: PING_MS,
-      onCancel: () => {
-        upstream.abort();
-        onEnd();
-      },
-      headers: allHeaders,
-    });
-  } catch (error) {
-    release();
-    throw error;
+/** The stream in the caller's flavour: native events, OpenAI chunks or completion, or a Responses answer. */
+async function answer(
+  c: Context<AppEnv>,
+  flavor: Flavor,
+  request: ChatCompletionRequest,
+  responses: ResponsesRequest | undefined,
+  stream: ChatStream,
+  model: string,
+): Promise<Response> {
+  const { events, headers, created, cancel } = stream;
+  const requestId = c.get("requestId");
+  if (responses) {
+    const meta = {
+      id: `resp_${requestId}`,
+      model,
+      created,
+      stream: request.stream,
+      headers,
+      onCancel: cancel,
+    };
+    return answerResponses(c, events, responses, meta);
   }
+  const id = `chatcmpl-${requestId}`;
+  if (flavor === "openai" && !request.stream)
+    return c.json(await collect(events, id, model, created), 200, headers);
+  const frames =
+    flavor === "native"
+      ? nativeFrames(events)
+      : openAIFrames(events, {
+          id,
+          model,
+          created,
+          includeUsage: request.stream_options?.include_usage === true,
+        });
+  return sseResponse(frames, { pingMs: PING_MS, onCancel: cancel, headers });
 }
 
 /** /v1/responses: the same events as a Responses stream, or the finished response object. */
