@@ -19,8 +19,11 @@ async function main(): Promise<void> {
     const size = /Total Upload: ([\d.]+) KiB \/ gzip: ([\d.]+) KiB/.exec(log);
     if (!size) throw new Error(`wrangler's dry run did not report the upload size:\n${log}`);
     const gzip = Number(size[2]);
-    console.log(`Worker: ${size[1]} KiB, ${gzip} KiB compressed (limit ${LIMIT_KIB} KiB); configuration valid.`);
-    if (gzip > LIMIT_KIB) throw new Error(`The compressed Worker is ${gzip} KiB, over the ${LIMIT_KIB} KiB limit.`);
+    console.log(
+      `Worker: ${size[1]} KiB, ${gzip} KiB compressed (limit ${LIMIT_KIB} KiB); configuration valid.`,
+    );
+    if (gzip > LIMIT_KIB)
+      throw new Error(`The compressed Worker is ${gzip} KiB, over the ${LIMIT_KIB} KiB limit.`);
   } finally {
     await rm(out, { recursive: true, force: true });
   }

@@ -130,7 +130,9 @@ async function main(): Promise<void> {
         JOB_RETRY_BASE_S: process.env.JOB_RETRY_BASE_S ?? "5",
         // The development key's limits (wrangler.toml's defaults unless given), e.g. for api_eval.
         ...Object.fromEntries(
-          ["DEFAULT_RPM", "DEFAULT_MAX_CONCURRENT"].flatMap((k) => (process.env[k] ? [[k, process.env[k]]] : [])),
+          ["DEFAULT_RPM", "DEFAULT_MAX_CONCURRENT"].flatMap((k) =>
+            process.env[k] ? [[k, process.env[k]]] : [],
+          ),
         ),
       },
     }),
