@@ -135,9 +135,23 @@ def forward(model: VisionLLMv2Nano, tok: Tokenizer, batch: Batch) -> Forward:
     embeds, levels = build_embeds(model, tok, batch)
     positions = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
     logits, hidden, _ = model.llm(embeds, batch.attention_mask, positions)
-    lm_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1), ignore_index=-100)
+    lm_loss = weighted_lm_loss(logits, batch.targets, [tok.token_id(r) for r in ROUTING_KINDS])
     states = [hidden[b, p + 1 : p + 1 + query_count(model.c, r)] for b, p, r in batch.groups]
     return Forward(lm_loss, hidden, levels, states)
+
+
+ROUTING_WEIGHT = 4.0
+
+
+def weighted_lm_loss(logits: torch.Tensor, targets: torch.Tensor, routing_ids: list[int]) -> torch.Tensor:
+    """Next-token cross-entropy, routing tokens counting ROUTING_WEIGHT times: one routing token decides
+    which decoder runs, yet it is one of some thirty answer tokens, and the joined model's commonest
+    error was [DET] where [SEG] was asked (segmentation 0.30 against detection 0.93, training wordings)."""
+    flat = targets.reshape(-1)
+    per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), flat, ignore_index=-100, reduction="none")
+    valid = (flat != -100).float()
+    weight = valid * (1 + (ROUTING_WEIGHT - 1) * torch.isin(flat, torch.tensor(routing_ids)).float())
+    return (per_token * weight).sum() / weight.sum().clamp(min=1)
 
 
 def downsample_image(image: np.ndarray, res: int) -> torch.Tensor:

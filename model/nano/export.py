@@ -25,6 +25,43 @@ from .model import IMAGE_MEAN, IMAGE_STD, SMOKE, Config, VisionLLMv2Nano
 from .tokenizer import SPECIAL_TOKENS, Tokenizer
 
 OPSET = 14
+
+# Graphs whose weights are stored as float16 (Cast to float32 inside the graph): the generator, the
+# editor and their links are placeholders until the image experts replace them (generation and editing
+# score 0), and storing them at half size keeps the bundle under 40 MB now that the vision and region
+# graphs carry the experts' trunk. Their weights are rounded to float16 in PyTorch first, so the golden
+# references and the graphs compute with the same numbers.
+HALF_STORED = ("generator", "editor", "superlink_generation", "superlink_editing")
+
+
+def half_stored_modules(model: VisionLLMv2Nano) -> list[torch.nn.Module]:
+    return [model.generator, model.editor, model.generation_link, model.editing_link]
+
+
+def round_to_half(module: torch.nn.Module) -> None:
+    for p in module.parameters():
+        p.data = p.data.half().float()
+
+
+def store_half(path: str) -> None:
+    """Float initializers -> float16 initializers and a Cast back to float32 before first use."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(path)
+    graph = model.graph
+    casts = []
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < 64:
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{name}_f16"))
+        casts.append(helper.make_node("Cast", [f"{name}_f16"], [name], to=onnx.TensorProto.FLOAT, name=f"{name}_cast"))
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
 CHAT_TEMPLATE = (
     "{{ system_prompt }}"
     "{% for message in messages %}"
@@ -92,7 +129,7 @@ def graph_specs(model: VisionLLMv2Nano) -> dict:
     return {
         "vision_encoder": (Call(model.vision), (pixels,), ["pixel_values"], ["image_features", "vision_levels"],
                            {"pixel_values": {0: "batch"}, "image_features": {0: "batch"}, "vision_levels": {0: "batch"}}),
-        "projector": (Call(model.projector), (rnd(1, c.grid * c.grid, c.vit_dim),), ["image_features"], ["image_embeds"],
+        "projector": (Call(model.projector), (rnd(1, c.grid * c.grid, c.expert_width),), ["image_features"], ["image_embeds"],
                       {"image_features": {0: "batch"}, "image_embeds": {0: "batch"}}),
         "region_encoder": (Call(model.region), (pixels, region_mask, levels), ["pixel_values", "region_mask", "vision_levels"],
                            ["region_embeds"], {k: {0: "batch"} for k in ["pixel_values", "region_mask", "vision_levels", "region_embeds"]}),
@@ -178,6 +215,11 @@ def golden_dir_of(bundle: str) -> str:
 
 def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool = True, history_plot: str | None = None) -> None:
     model.eval()
+    # The tracer refuses weights that require grad when a graph reads them without owning them (the
+    # experts' trunk inside the vision and region graphs), and no export needs gradients.
+    model.requires_grad_(False)
+    for module in half_stored_modules(model):
+        round_to_half(module)
     c = model.c
     gold = golden_dir_of(out)
     if os.path.exists(out):
@@ -197,6 +239,8 @@ def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool
             torch.onnx.export(module, args, path, input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
                               opset_version=OPSET, do_constant_folding=True, training=torch.onnx.TrainingMode.PRESERVE)
             module.eval()
+            if name in HALF_STORED:
+                store_half(path)
             graphs[name] = {"file": f"graphs/{name}.onnx", "inputs": inputs, "outputs": outputs}
             if name == "llm_decode":
                 check_decode_step(model.llm, args)

@@ -13,6 +13,8 @@ wordings the model never saw. Answers are always canonical (the model says
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 Split = str  # "train" | "heldout"
@@ -140,21 +142,40 @@ def category_list(rng: np.random.Generator, categories: list[str], split: Split)
     return f"{quant} " + join_list(rng, items, split)
 
 
-def finish(rng: np.random.Generator, text: str, question: bool) -> str:
-    """Capitalise, punctuate and case as people type."""
+# Chatter around a request in training only: greetings, context and thanks that carry no task, so the
+# model learns that the verb and the categories decide the task, not the words around them (held-out
+# frames are new words around known ones). None of it is a held-out element.
+CHATTER_BEFORE = ["Hi! ", "Hello, ", "Quick question: ", "Okay, ", "So ", "Hey there, ", "Look at this image. ",
+                  "I have an image. ", "Here is a picture. ", "For my project, ", "Quick one: ", "Ok so ", "Now, ",
+                  "Next: ", "One more thing: ", "Good morning! ", "Simple request: "]
+CHATTER_AFTER = [" Thanks!", " Thanks in advance.", " Be precise.", " Cheers.", " :)", " Much appreciated.", " Thx",
+                 " No rush.", " Ty!"]
+
+
+def finish(rng: np.random.Generator, text: str, question: bool, split: Split = "heldout") -> str:
+    """Capitalise, punctuate and case as people type (with chatter around it in training)."""
     text = text.strip()
+    if split == "train" and rng.random() < 0.25:
+        text = pick(rng, CHATTER_BEFORE) + text[0].lower() + text[1:]
     text = text[0].upper() + text[1:]
     r = rng.random()
     if r < 0.7:
         text += "?" if question else "."
     elif r < 0.78:
         text += "!" if not question else "?"
+    if split == "train" and rng.random() < 0.12:
+        text += pick(rng, CHATTER_AFTER)
     r = rng.random()
     if r < 0.15:
         text = text.lower()
     elif r < 0.2:
-        text = text.upper()
+        text = upper_outside_tags(text)
     return text
+
+
+def upper_outside_tags(text: str) -> str:
+    """Shouting, but "<reg>region1<region></reg>" stays a region reference (tags are case-sensitive)."""
+    return "".join(part if part.startswith("<") else part.upper() for part in re.split(r"(<reg>.*?</reg>|<[^>]*>)", text))
 
 
 def frame(rng: np.random.Generator, frames: tuple[list[str], list[str]], split: Split) -> str:
@@ -165,7 +186,10 @@ def frame(rng: np.random.Generator, frames: tuple[list[str], list[str]], split: 
 
 PERCEPTION_FRAMES = (
     ["{polite}{verb} {list}{ending}", "{verb} {list}", "{list}: {verb} them{ending}", "{polite}{verb} {list}",
-     "I want you to {verb} {list}{ending}", "Your task: {verb} {list}{ending}", "{list} -- {verb} them{ending}"],
+     "I want you to {verb} {list}{ending}", "Your task: {verb} {list}{ending}", "{list} -- {verb} them{ending}",
+     "Please {verb} {list} for me", "Let's {verb} {list}{ending}", "We need to {verb} {list}{ending}",
+     "My request is simple: {verb} {list}{ending}", "In this image, {verb} {list}", "Go ahead, {verb} {list}{ending}",
+     "Could you please {verb} {list}{ending}", "Task for you: {verb} {list}"],
     ["Would it be possible to {verb} {list}{ending}", "Help me {verb} {list}{ending}", "Time to {verb} {list}{ending}"],
 )
 DETECTION_QUESTIONS = (
@@ -178,16 +202,18 @@ def detection_request(rng: np.random.Generator, categories: list[str], split: Sp
     listed = category_list(rng, categories, split)
     if not seg and rng.random() < 0.25:
         q = frame(rng, DETECTION_QUESTIONS, split).format(list=listed, ending=slot(rng, "ending", split))
-        return finish(rng, q, question=True)
+        return finish(rng, q, question=True, split=split)
     verb = slot(rng, "seg_verb" if seg else "det_verb", split)
     text = frame(rng, PERCEPTION_FRAMES, split).format(polite=slot(rng, "polite", split), verb=verb, list=listed,
                                                        ending=slot(rng, "ending", split))
-    return finish(rng, text, question=text.lower().startswith(("could", "can", "would")))
+    return finish(rng, text, question=text.lower().startswith(("could", "can", "would")), split=split)
 
 
 GROUNDING_FRAMES = (
     ["{polite}{verb} {expr}{ending}", "Where is {expr}{ending}", "Which one is {expr}{ending}", "{expr}: where is it{ending}",
-     "Give me the box of {expr}{ending}", "I'm looking for {expr}{ending}", "Show {expr}{ending}"],
+     "Give me the box of {expr}{ending}", "I'm looking for {expr}{ending}", "Show {expr}{ending}",
+     "Which object is {expr}{ending}", "Please {verb} {expr} for me", "I need the location of {expr}{ending}",
+     "Do you know where {expr} is{ending}", "Box {expr}{ending}", "Let's {verb} {expr}{ending}"],
     ["Can you help me find {expr}{ending}", "Where exactly is {expr}{ending}", "Tell me where {expr} sits{ending}"],
 )
 
@@ -196,12 +222,14 @@ def grounding_request(rng: np.random.Generator, expression: str, split: Split) -
     verb = slot(rng, "grd_verb", split)
     text = frame(rng, GROUNDING_FRAMES, split).format(polite=slot(rng, "polite", split) if verb != "where is" else "", verb=verb,
                                                       expr=surface_expression(rng, expression), ending=slot(rng, "ending", split))
-    return finish(rng, text, question=text.lower().startswith(("where", "which", "could", "can", "would", "tell")))
+    return finish(rng, text, question=text.lower().startswith(("where", "which", "could", "can", "would", "tell")), split=split)
 
 
 POSE_FRAMES = (
     ["{polite}{verb} {people}{ending}", "{verb} {people}", "What are the poses of {people}{ending}",
-     "How are {people} standing{ending}", "I need the keypoints of {people}{ending}", "Pose estimation for {people}{ending}"],
+     "How are {people} standing{ending}", "I need the keypoints of {people}{ending}", "Pose estimation for {people}{ending}",
+     "Let's {verb} {people}{ending}", "Please {verb} {people} for me", "Where are the joints of {people}{ending}",
+     "Show me the skeletons of {people}{ending}", "What posture do {people} have{ending}"],
     ["Could you work out the posture of {people}{ending}", "{polite}{verb} {people}{ending}", "Describe the body pose of {people} with keypoints"],
 )
 
@@ -211,21 +239,26 @@ def pose_request(rng: np.random.Generator, split: Split) -> str:
                         "everyone", "each human"])
     text = frame(rng, POSE_FRAMES, split).format(polite=slot(rng, "polite", split), verb=slot(rng, "pose_verb", split), people=people,
                                                  ending=slot(rng, "ending", split))
-    return finish(rng, text, question=text.lower().startswith(("what", "how", "could")))
+    return finish(rng, text, question=text.lower().startswith(("what", "how", "could")), split=split)
 
 
 QUESTION_FRAMES = {
     "count": (["How many {pl} are there{ending}", "How many {pl} do you see{ending}", "Count the {pl}{ending}",
-               "{polite}tell me the number of {pl}{ending}", "What is the number of {pl}{ending}", "Number of {pl}{ending}"],
+               "{polite}tell me the number of {pl}{ending}", "What is the number of {pl}{ending}", "Number of {pl}{ending}",
+               "How many {pl} can you find{ending}", "Please count the {pl}{ending}", "Count how many {pl} there are",
+               "I wonder how many {pl} are there", "How many {pl} are in the picture"],
               ["What number of {pl} can be seen{ending}", "Could you count the {pl} for me", "Tell me how many {pl} there are"]),
     "color": (["What color is the {k}{ending}", "What is the colour of the {k}{ending}", "{polite}tell me the color of the {k}",
-               "Which colour is the {k}{ending}", "The {k} is what color"],
+               "Which colour is the {k}{ending}", "The {k} is what color", "What colour is the {k} painted{ending}",
+               "Please name the color of the {k}", "Do you know the colour of the {k}{ending}"],
               ["Which colour does the {k} have", "What colour has the {k} got{ending}"]),
     "shape": (["What shape is the {c} object{ending}", "Which shape is {c}{ending}", "What kind of shape is the {c} one{ending}",
-               "{polite}tell me the shape of the {c} thing"],
+               "{polite}tell me the shape of the {c} thing", "What is the {c} shape{ending}", "Which kind of shape is the {c} one",
+               "Do you know what shape the {c} thing is"],
               ["The {c} object is which shape", "Name the shape of the {c} item"]),
     "exist": (["Is there {a} {cat}{ending}", "Do you see {a} {cat}{ending}", "{polite}check whether there is {a} {cat}",
-               "Can you find {a} {cat}{ending}", "Does the image contain {a} {cat}"],
+               "Can you find {a} {cat}{ending}", "Does the image contain {a} {cat}", "Is there any {cat}{ending}",
+               "Can you see {a} {cat}{ending}", "Do we have {a} {cat}{ending}", "Is {a} {cat} present{ending}"],
               ["Does the picture contain {a} {cat}", "Any {cat} in this picture"]),
     "relation": (["Is {a} {rel} {b}{ending}", "Is {a} located {rel} {b}{ending}", "Would you say {a} is {rel} {b}"],
                  ["Does {a} sit {rel} {b}", "Is it true that {a} is {rel} {b}"]),
@@ -239,19 +272,20 @@ def question_request(rng: np.random.Generator, kind: str, split: Split, **slots:
     text = frame(rng, QUESTION_FRAMES[kind], split).format(polite=slot(rng, "polite", split), ending=slot(rng, "ending", split), **slots)
     return finish(rng, text, question=kind not in ("caption",) and not text.lower().startswith(("count", "tell", "name", "number",
                                                                                               "please", "kindly", "give", "write",
-                                                                                              "summarise", "describe", "caption")))
+                                                                                              "summarise", "describe", "caption")), split=split)
 
 
 REGION_FRAMES = (
     ["What is in {r}{ending}", "What object is {r}", "{polite}tell me what {r} is", "Can you describe {r}", "What is {r}",
-     "Identify {r}", "Name the thing in {r}"],
+     "Identify {r}", "Name the thing in {r}", "What can you see in {r}{ending}", "Please name {r}",
+     "Which shape is {r}{ending}", "What is shown in {r}", "Tell me about {r}{ending}", "{r}: what is it{ending}"],
     ["What do you see at {r}", "Which object does {r} show"],
 )
 
 
 def region_request(rng: np.random.Generator, region: str, split: Split) -> str:
     text = frame(rng, REGION_FRAMES, split).format(polite=slot(rng, "polite", split), ending=slot(rng, "ending", split), r=region)
-    return finish(rng, text, question=text.lower().startswith(("what", "can", "which")))
+    return finish(rng, text, question=text.lower().startswith(("what", "can", "which")), split=split)
 
 
 GENERATION_FRAMES = (
@@ -268,7 +302,7 @@ def generation_request(rng: np.random.Generator, items: list[tuple[str, str, str
     if background:
         desc += f" on a {pick(rng, BACKGROUND_WORDS[background])} background"
     text = frame(rng, GENERATION_FRAMES, split).format(polite=slot(rng, "polite", split), verb=slot(rng, "draw_verb", split), desc=desc)
-    return finish(rng, text, question=text.lower().startswith(("could", "can", "would")))
+    return finish(rng, text, question=text.lower().startswith(("could", "can", "would")), split=split)
 
 
 EDIT_FRAMES = {
@@ -286,4 +320,4 @@ EDIT_FRAMES = {
 
 def edit_request(rng: np.random.Generator, kind: str, split: Split, **slots: str) -> str:
     text = frame(rng, EDIT_FRAMES[kind], split).format(polite=slot(rng, "polite", split), **slots)
-    return finish(rng, text, question=False)
+    return finish(rng, text, question=False, split=split)

@@ -222,7 +222,7 @@ def start_from_experts(model: VisionLLMv2Nano, experts_path: str, log=print) -> 
     the paper starts from released CLIP, Grounding DINO and UniPose weights; returns the phrase encoder
     the super link replaces, frozen, as the link's teacher."""
     experts = P.load_experts(experts_path, model.c)
-    model.vision.load_state_dict(experts.vision.state_dict())
+    model.vision.vit.load_state_dict(experts.vision.state_dict())
     model.perception_decoder.load_state_dict(experts.perception.state_dict())
     model.pose_decoder.load_state_dict(experts.pose.state_dict())
     log(f"experts loaded from {experts_path}")

@@ -91,6 +91,20 @@ class GrammarTest(unittest.TestCase):
         self.assertTrue({"a, b and c", "a, b, c", "a, b, and c", "a, b plus c"} <= joined)
         self.assertFalse(any("as well as" in j or " or " in j for j in joined))
 
+    def test_shouted_requests_keep_their_region_tags(self):
+        ref = "<reg>region1<region></reg>"
+        self.assertEqual(G.upper_outside_tags(f"what is {ref}?"), f"WHAT IS {ref}?")
+        texts = [G.region_request(np.random.default_rng(i), ref, "train") for i in range(300)]
+        self.assertTrue(all(ref in t for t in texts))
+        self.assertTrue(any(t.startswith(("WHAT", "NAME", "IDENTIFY", "CAN", "TELL", "PLEASE")) for t in texts))
+
+    def test_training_chatter_surrounds_requests_and_never_reaches_held_out_ones(self):
+        chatter = [c.strip().lower() for c in G.CHATTER_BEFORE + G.CHATTER_AFTER]
+        train = requests("train", 900)
+        held = requests("heldout", 900)
+        self.assertGreater(sum(any(t.startswith(c) for c in chatter) for t in train), 100)
+        self.assertEqual(sum(any(t.startswith(c) for c in chatter) for t in held), 0)
+
 
 if __name__ == "__main__":
     unittest.main()
