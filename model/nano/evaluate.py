@@ -461,6 +461,9 @@ def merge_parts(model: VisionLLMv2Nano, tok: Tokenizer, bundle: str) -> dict:
     """Writes eval.json and the card from the parts of a split evaluation."""
     card_dir = os.path.join(bundle, "card")
     parts = sorted(f for f in os.listdir(card_dir) if f.startswith("eval-") and f.endswith(".json"))
+    if not parts:
+        # A second --merge would otherwise overwrite eval.json with nothing (the parts are consumed).
+        raise SystemExit(f"no evaluation parts in {card_dir}: run --part a and --part b first")
     summary: dict = {"results": {"heldout": {}, "train": {}}, "examples": {}, "seconds": 0.0}
     for name in parts:
         data = read_json(os.path.join(card_dir, name), {})
