@@ -240,6 +240,15 @@ async function* openAIFrames(
   }
 }
 
+/** A stream's error event as the HTTP error a non-streaming answer gives: a retryable one (the runner
+ * died, timed out) tells the client when to come back, as a 503 before any stream does. */
+export function failureOf(event: Extract<StreamEvent, { type: "error" }>): VisionLLMError {
+  return new VisionLLMError(event.code, event.message, {
+    ...(event.param ? { param: event.param } : {}),
+    ...(event.retryable ? { retryAfterSeconds: RETRY_AFTER_S } : {}),
+  });
+}
+
 async function collect(
   events: AsyncIterable<StreamEvent>,
   id: string,
@@ -260,13 +269,7 @@ async function collect(
         completion_tokens: event.completion_tokens,
         total_tokens: event.total_tokens,
       };
-    else if (event.type === "error")
-      // A retryable failure (the runner died, timed out) tells the client when to come back, as a
-      // 503 before any stream does.
-      throw new VisionLLMError(event.code, event.message, {
-        ...(event.param ? { param: event.param } : {}),
-        ...(event.retryable ? { retryAfterSeconds: RETRY_AFTER_S } : {}),
-      });
+    else if (event.type === "error") throw failureOf(event);
     else if (event.type === "done") finish = toOpenAIFinish(event.finish_reason);
   }
   return {
@@ -564,12 +567,7 @@ async function answerResponses(
   const frames = responseFrames(events, builder, keep);
   if (!meta.stream) {
     for await (const _ of frames);
-    const failure = builder.failure;
-    if (failure)
-      throw new VisionLLMError(failure.code, failure.message, {
-        ...(failure.param ? { param: failure.param } : {}),
-        ...(failure.retryable ? { retryAfterSeconds: RETRY_AFTER_S } : {}),
-      });
+    if (builder.failure) throw failureOf(builder.failure);
     return c.json(builder.response, 200, meta.headers);
   }
   return sseResponse(frames, { pingMs: PING_MS, onCancel: meta.onCancel, headers: meta.headers });

@@ -14,7 +14,7 @@ import {
   type WebhookEventType,
 } from "@visionllm/protocol";
 import type { Context } from "hono";
-import { prepareGeneration, runnerRequest } from "./chat";
+import { failureOf, prepareGeneration, runnerRequest } from "./chat";
 import type { AppEnv, Env, JobMessage } from "./env";
 import { forwardGenerate } from "./runner-pool";
 import { enqueueWebhook, webhookTargetRefused } from "./webhooks";
@@ -402,7 +402,7 @@ export async function consumeJobs(batch: MessageBatch<JobMessage>, env: Env): Pr
       try {
         for await (const event of readEventStream(forwarded.response.body as ReadableStream<Uint8Array>)) {
           events.push(event);
-          if (event.type === "error") throw new VisionLLMError(event.code, event.message);
+          if (event.type === "error") throw failureOf(event);
         }
       } catch (error) {
         if (!canceled.signal.aborted) throw error;
