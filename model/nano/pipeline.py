@@ -2,7 +2,7 @@
 tokenizer -> three-stage training -> ONNX export -> golden references -> evaluation and model card.
 
     /usr/bin/python3 -m model.nano.pipeline [--config full|smoke] [--minutes 90] [--out DIR]
-        [--experts model/experts/experts.pt] [--expert-minutes 25]
+        [--experts model/experts/experts.pt] [--expert-minutes 25] [--instruction-minutes 0]
 """
 
 from __future__ import annotations
@@ -38,7 +38,9 @@ def build_tokenizer(path: str, vocab_size: int, samples: int = 6000) -> Tokenize
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=["full", "smoke"], default="full")
-    parser.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget for the three stages")
+    parser.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget for the paper's three stages")
+    parser.add_argument("--instruction-minutes", type=float, default=0.0,
+                        help="stage 4: instruction tuning beside the language corpus (0: none); resumable on its own")
     parser.add_argument("--out", default="model/.runs/full", help="work folder: checkpoints, logs")
     parser.add_argument("--bundle", default=None, help="where to write the bundle (default: model/bundle for full)")
     parser.add_argument("--eval-scenes", type=int, default=500)
@@ -63,7 +65,7 @@ def main() -> None:
     tok = build_tokenizer(os.path.join(args.out, "tokenizer.json"), 320 if smoke else 640, 400 if smoke else 6000)
     base = SMOKE if smoke else Config()
     cfg = Config(**{**base.to_dict(), "vocab_size": tok.size})
-    recipe = smoke_recipe() if smoke else full_recipe(args.minutes)
+    recipe = smoke_recipe() if smoke else full_recipe(args.minutes, args.instruction_minutes)
     started = time.time()
     model = train(args.out, cfg, recipe, tok, experts)
     print(f"training took {(time.time() - started) / 60:.1f} min")

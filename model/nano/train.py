@@ -6,6 +6,9 @@ Stage 1 "chat": projector, region encoder, LLM and super-link projections on que
 and the link's alignment to the experts' phrase encoder on perception requests (no decoder runs).
 Stage 2 "multi-capacity": every decoder's losses join; experts tuned lightly (low LR).
 Stage 3 "decoders": everything frozen except decoders, super-link projections and query tables.
+Stage 4 "instructions" (a departure): the LLM tuned again on every family beside the language corpus
+(language.py), the stand-in for the text pretraining the paper's LLM arrives with, and on detection
+requests that ask for absent categories more often.
 Checkpoints every `checkpoint_every` steps; rerunning resumes from the last one.
 """
 
@@ -53,7 +56,12 @@ DECODER_FAMILIES = {"detection": 0.2, "segmentation": 0.14, "grounding": 0.22, "
 PERCEPTION_FAMILIES = {"detection": 0.08, "segmentation": 0.05, "grounding": 0.1, "pose": 0.07}
 
 
-def full_recipe(minutes: float = 90) -> Recipe:
+# Stage 4: questions weigh most (the weakest family), the language corpus an eighth.
+INSTRUCTION_FAMILIES = {"questions": 0.22, "region": 0.05, "chat": 0.02, "multi_turn": 0.05, "language": 0.12, "detection": 0.15,
+                        "segmentation": 0.13, "grounding": 0.13, "pose": 0.05, "generation": 0.04, "editing": 0.04}
+
+
+def full_recipe(minutes: float = 90, instruction_minutes: float = 0) -> Recipe:
     # The experts arrive pretrained (stage 0), so stage 1 teaches the LLM to chat and to say what the
     # experts' phrase encoder said (the link alignment needs no decoder run, so it is cheap); stage 2
     # adds the decoders' own losses end to end; stage 3 tunes links, queries and decoders alone.
@@ -63,6 +71,9 @@ def full_recipe(minutes: float = 90) -> Recipe:
         Stage("2-multi-capacity", {"questions": 0.2, "region": 0.12, "chat": 0.02, "multi_turn": 0.05, **{k: v * 0.6 for k, v in DECODER_FAMILIES.items()}},
               20000, minutes * 0.5, {"encoders": 3e-4, "llm": 3e-4, "queries": 1e-3, "links": 1e-3, "experts": 1e-4, "decoders": 1e-3}),
         Stage("3-decoders", DECODER_FAMILIES, 10000, minutes * 0.1, {"queries": 5e-4, "links": 5e-4, "experts": 5e-5, "decoders": 5e-4}),
+        *([Stage("4-instructions", INSTRUCTION_FAMILIES, 20000, instruction_minutes,
+                 {"encoders": 1e-4, "llm": 2e-4, "queries": 5e-4, "links": 5e-4, "experts": 5e-5, "decoders": 3e-4})]
+          if instruction_minutes > 0 else []),
     ])
 
 
@@ -73,6 +84,7 @@ def smoke_recipe() -> Recipe:
         Stage("2-multi-capacity", fams, 10, 5, {"encoders": 1e-4, "llm": 1e-4, "queries": 1e-3, "links": 1e-3, "experts": 1e-4, "decoders": 1e-3},
               batch_size=2),
         Stage("3-decoders", DECODER_FAMILIES, 3, 5, {"queries": 1e-3, "links": 1e-3, "decoders": 1e-3}, batch_size=2),
+        Stage("4-instructions", INSTRUCTION_FAMILIES, 3, 5, {"llm": 1e-4, "queries": 1e-3, "links": 1e-3, "decoders": 1e-3}, batch_size=2),
     ], checkpoint_every=5)
 
 
