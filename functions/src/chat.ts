@@ -35,6 +35,7 @@ import { type AssembledPrompt, assemblePrompt, runnerImages } from "./prompt";
 import type { Admission } from "./rate-limiter";
 import { ResponseBuilder, responseFrames, storeResponse } from "./responses";
 import { forgetModelCard, forwardGenerate, modelCard } from "./runner-pool";
+import { followedEvents, type StreamLog, streamLogName } from "./stream-log";
 
 /** POST /v1/chat (native events) and POST /v1/chat/completions (OpenAI chunks). */
 
@@ -42,7 +43,7 @@ const PING_MS = 15_000;
 /** Seconds a client is told to wait after a retryable failure (a runner restart takes about this). */
 const RETRY_AFTER_S = 2;
 
-async function readBody(c: Context<AppEnv>): Promise<unknown> {
+async function readBody(c: Context<AppEnv>): Promise<{ json: unknown; text: string }> {
   const type = c.req.header("content-type") ?? "";
   if (!type.toLowerCase().startsWith("application/json")) {
     throw new VisionLLMError(
@@ -52,7 +53,7 @@ async function readBody(c: Context<AppEnv>): Promise<unknown> {
   }
   const text = await c.req.text();
   try {
-    return JSON.parse(text);
+    return { json: JSON.parse(text), text };
   } catch {
     throw new VisionLLMError("invalid_request", "The body is not valid JSON.");
   }
@@ -320,23 +321,77 @@ export function runnerRequest(
 
 /**
  * `Last-Event-ID` on a native stream: a client reconnecting (EventSource does so by itself) sends the
- * same request and gets only the events after that id. The answer is produced again, so the resume
- * is exact only for a deterministic request (temperature 0 or a seed): others are refused.
+ * same request and gets only the events after that id. The stream log (stream-log.ts) keeps every
+ * native stream's events for five minutes, live ones included; past that, a deterministic request
+ * (temperature 0 or a seed) is answered again and cut after the id, and a sampled one is refused.
  */
-function lastEventId(header: string | undefined, deterministic: boolean): number | undefined {
+function lastEventId(header: string | undefined): number | undefined {
   if (header === undefined || header === "") return undefined;
   const id = Number(header);
   if (!Number.isInteger(id) || id < 0)
     throw new VisionLLMError("invalid_request", "Last-Event-ID must be an event's id (a sequence number).", {
       param: "last-event-id",
     });
-  if (!deterministic)
-    throw new VisionLLMError(
-      "invalid_request",
-      "Resuming (Last-Event-ID) needs a deterministic request: temperature 0 or a seed, so the answer is the same.",
-      { param: "last-event-id" },
-    );
   return id;
+}
+
+type Log = DurableObjectStub<StreamLog>;
+
+/** The events after Last-Event-ID from the stream's log, when it still has them. */
+async function resumeFromLog(
+  c: Context<AppEnv>,
+  log: Log,
+  release: () => void,
+): Promise<ChatStream | undefined> {
+  const id = lastEventId(c.req.header("last-event-id"));
+  if (id === undefined) return undefined;
+  const body = await timed(c, "resume", log.follow(id));
+  if (!body) return undefined;
+  async function* events(): AsyncGenerator<StreamEvent> {
+    try {
+      yield* followedEvents(body as ReadableStream<Uint8Array>);
+    } finally {
+      release();
+    }
+  }
+  return {
+    events: events(),
+    headers: {
+      [REQUEST_ID_HEADER]: c.get("requestId"),
+      [PROTOCOL_HEADER]: PROTOCOL_VERSION,
+      "x-cache": "RESUMED",
+    },
+    created: Math.floor(Date.now() / 1000),
+    cancel: release,
+  };
+}
+
+/** The events as they pass, copied into the stream's log in order (batched; after the client's bytes). */
+async function* recorded(
+  c: Context<AppEnv>,
+  events: AsyncIterable<StreamEvent>,
+  log: Log,
+): AsyncGenerator<StreamEvent> {
+  let pending: Promise<unknown> = log.open();
+  let batch: StreamEvent[] = [];
+  let last = Date.now();
+  const flush = (done: boolean) => {
+    const sent = batch;
+    batch = [];
+    last = Date.now();
+    pending = pending.then(() => log.append(sent, done)).catch(() => undefined);
+    c.executionCtx.waitUntil(pending);
+  };
+  try {
+    for await (const event of events) {
+      yield event;
+      batch.push(event);
+      if (batch.length >= 16 || Date.now() - last > 100 || event.type === "done")
+        flush(event.type === "done");
+    }
+  } finally {
+    if (batch.length) flush(true);
+  }
 }
 
 async function* after(events: AsyncIterable<StreamEvent>, id: number): AsyncGenerator<StreamEvent> {
@@ -355,11 +410,18 @@ type Generation = Awaited<ReturnType<typeof prepareGeneration>>;
 
 /** One chat request through the edge: parse, admit, prepare, stream (from cache or a runner), answer. */
 export async function handleChat(c: Context<AppEnv>, flavor: Flavor): Promise<Response> {
-  const { request, responses } = await readChatRequest(c, flavor);
+  const { request, responses, bodyText } = await readChatRequest(c, flavor);
   const release = await admit(c);
   try {
     const generation = await timed(c, "prompt", prepareGeneration(c.env, request));
-    const stream = await openStream(c, generation, flavor, release);
+    const log =
+      flavor === "native"
+        ? c.env.STREAM_LOG.get(
+            c.env.STREAM_LOG.idFromName(await streamLogName(c.get("caller").keyId, bodyText)),
+          )
+        : undefined;
+    const resumed = log ? await resumeFromLog(c, log, release) : undefined;
+    const stream = resumed ?? (await openStream(c, generation, flavor, release, log));
     return await answer(c, flavor, request, responses, stream, generation.card.id);
   } catch (error) {
     release();
@@ -370,8 +432,8 @@ export async function handleChat(c: Context<AppEnv>, flavor: Flavor): Promise<Re
 async function readChatRequest(
   c: Context<AppEnv>,
   flavor: Flavor,
-): Promise<{ request: ChatCompletionRequest; responses: ResponsesRequest | undefined }> {
-  const body = await readBody(c);
+): Promise<{ request: ChatCompletionRequest; responses: ResponsesRequest | undefined; bodyText: string }> {
+  const { json: body, text: bodyText } = await readBody(c);
   const { responses, chat } =
     flavor === "responses" ? readResponsesRequest(body) : { responses: undefined, chat: body };
   const parsed = ChatCompletionRequestSchema.safeParse(chat);
@@ -383,7 +445,7 @@ async function readChatRequest(
       `The model ${parsed.data.model} does not exist here; use ${model} (see GET /v1/models).`,
       { param: "model" },
     );
-  return { request: parsed.data, responses };
+  return { request: parsed.data, responses, bodyText };
 }
 
 /** A stream slot from the key's rate limiter; returns its release (safe to call more than once). */
@@ -424,6 +486,7 @@ async function openStream(
   generation: Generation,
   flavor: Flavor,
   release: () => void,
+  log?: Log,
 ): Promise<ChatStream> {
   const { env } = c;
   const requestId = c.get("requestId");
@@ -431,8 +494,13 @@ async function openStream(
   const bypass =
     /no-cache|no-store/i.test(c.req.header("cache-control") ?? "") || c.req.header("x-cache-bypass") === "1";
   const deterministic = isDeterministic(sampling);
-  const resumeAfter =
-    flavor === "native" ? lastEventId(c.req.header("last-event-id"), deterministic) : undefined;
+  const resumeAfter = flavor === "native" ? lastEventId(c.req.header("last-event-id")) : undefined;
+  if (resumeAfter !== undefined && !deterministic)
+    throw new VisionLLMError(
+      "invalid_request",
+      "Nothing is kept to resume this stream from (streams are kept 5 minutes), and a sampled answer cannot be produced again: send the request without Last-Event-ID, or use temperature 0 or a seed.",
+      { param: "last-event-id" },
+    );
   const key = deterministic
     ? await cacheKey({
         scope: env.CACHE_SCOPE === "shared" ? "shared" : `key:${c.get("caller").keyId}`,
@@ -466,7 +534,8 @@ async function openStream(
   // its own: measured, workerd does not always cancel a body whose pull is waiting on the runner,
   // and the slot stayed held until the lease expired.
   c.req.raw.signal.addEventListener("abort", onEnd, { once: true });
-  const events = numbered(origin.source, onEnd);
+  const numberedEvents = numbered(origin.source, onEnd);
+  const events = log ? recorded(c, numberedEvents, log) : numberedEvents;
   return {
     events: resumeAfter === undefined ? events : after(events, resumeAfter),
     headers: {

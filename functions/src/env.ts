@@ -1,6 +1,7 @@
 import type { Context } from "hono";
 import { endTime, startTime, type TimingVariables } from "hono/timing";
 import type { RateLimiter } from "./rate-limiter";
+import type { StreamLog } from "./stream-log";
 import type { DeliveryMessage } from "./webhooks";
 
 /** The Worker's bindings, as declared in wrangler.toml. */
@@ -9,6 +10,8 @@ export interface Env {
   CACHE: KVNamespace;
   BLOBS: R2Bucket;
   RATE_LIMITER: DurableObjectNamespace<RateLimiter>;
+  /** One per native stream: its events for a reconnect with Last-Event-ID (stream-log.ts). */
+  STREAM_LOG: DurableObjectNamespace<StreamLog>;
   ASSETS: Fetcher;
   RUNNER_URLS: string;
   RUNNER_SECRET: string;

@@ -7,17 +7,20 @@ import {
 import { Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
 import { cors } from "hono/cors";
+import { routePath } from "hono/route";
 import { timing } from "hono/timing";
 import { authenticate } from "./auth";
 import { handleChat } from "./chat";
 import { allowedOrigin } from "./cors";
 import { type AppEnv, type Env, type JobMessage, timed } from "./env";
 import { cancelJob, consumeDeadLetters, consumeJobs, createJob, getJob, jobFile, listJobs } from "./jobs";
+import { describeError, logEvent } from "./log";
 import { retrieveResponse } from "./responses";
 import { modelCard, readyRunners } from "./runner-pool";
 import { consumeWebhooks, type DeliveryMessage, rotateWebhookSecret, webhookSecrets } from "./webhooks";
 
 export { RateLimiter } from "./rate-limiter";
+export { StreamLog } from "./stream-log";
 
 /** The edge: public API on Hono, in front of the GPU runners. */
 
@@ -30,15 +33,27 @@ app.use(timing({ totalDescription: "edge" }));
 
 app.use(async (c, next) => {
   c.set("requestId", crypto.randomUUID());
+  const started = Date.now();
   await next();
   c.header(REQUEST_ID_HEADER, c.get("requestId"));
+  // One access line per request (a stream's line is written when its headers go out).
+  logEvent(c.res.status >= 500 ? "error" : "info", "request", {
+    request_id: c.get("requestId"),
+    method: c.req.method,
+    // The route's pattern ("/v1/jobs/:id"), not the path: ids stay out of the index.
+    route: routePath(c, -1),
+    status: c.res.status,
+    ms: Date.now() - started,
+    cache: c.res.headers.get("x-cache") ?? undefined,
+  });
 });
 
 app.onError((error, c) => {
   const err = VisionLLMError.is(error)
     ? error
     : new VisionLLMError("internal_error", "The edge failed unexpectedly; the error was logged.");
-  if (!VisionLLMError.is(error)) console.error("edge error", c.get("requestId"), error);
+  if (!VisionLLMError.is(error))
+    logEvent("error", "edge error", { request_id: c.get("requestId"), error: describeError(error) });
   for (const [k, v] of Object.entries(err.headers())) c.header(k, v);
   return c.json(err.toBody(), err.status as 400);
 });

@@ -1,6 +1,7 @@
 import type { Job, WebhookEventType, WebhookPayload } from "@visionllm/protocol";
 import { newWebhookSecret } from "./api-keys";
 import type { Env } from "./env";
+import { logEvent } from "./log";
 import { seal, unseal } from "./secret-box";
 import { refusedTarget } from "./ssrf";
 
@@ -163,7 +164,7 @@ export async function consumeWebhooks(batch: MessageBatch<DeliveryMessage>, env:
       );
     }
     if (outcome !== "delivered" && outcome !== "retry") {
-      console.warn(`webhook ${message.body.webhookId} to ${message.body.url}: ${outcome}, not retried`);
+      logEvent("warn", "webhook not retried", { webhook_id: message.body.webhookId, outcome });
     }
     message.ack();
   }

@@ -1,6 +1,11 @@
 import { exports, env as workersEnv } from "cloudflare:workers";
-import { ChatCompletionRequestSchema, ErrorBodySchema, VisionLLMError } from "@visionllm/protocol";
-import { beforeAll, describe, expect, it } from "vitest";
+import {
+  ChatCompletionRequestSchema,
+  ErrorBodySchema,
+  type StreamEvent,
+  VisionLLMError,
+} from "@visionllm/protocol";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { CARD } from "../../test/fixtures/card";
 import { generateApiKey, insertKeySql } from "../src/api-keys";
 import { cacheKey } from "../src/cache";
@@ -11,6 +16,7 @@ import { jobRetryDelaySeconds } from "../src/jobs";
 import { assemblePrompt } from "../src/prompt";
 import { seal, unseal } from "../src/secret-box";
 import { refusedTarget } from "../src/ssrf";
+import { followedEvents, streamLogName } from "../src/stream-log";
 import { rotateWebhookSecret, webhookSecrets } from "../src/webhooks";
 
 const env = workersEnv as unknown as Env;
@@ -468,5 +474,59 @@ describe("image headers", () => {
     new DataView(png.buffer).setUint32(20, 480);
     expect(imageDimensions(png)).toEqual({ mime: "image/png", width: 640, height: 480 });
     expect(imageDimensions(new Uint8Array([1, 2, 3]))).toBeUndefined();
+  });
+});
+
+describe("logs", () => {
+  it("write one JSON access line per request, with ids and timings and never the key", async () => {
+    const lines: string[] = [];
+    const spy = vi.spyOn(console, "log").mockImplementation((line: unknown) => void lines.push(String(line)));
+    try {
+      await call("/healthz");
+      await call("/v1/models", { key });
+    } finally {
+      spy.mockRestore();
+    }
+    const access = lines
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.message === "request");
+    expect(access).toEqual([
+      expect.objectContaining({ level: "info", method: "GET", route: "/healthz", status: 200 }),
+      expect.objectContaining({ level: "info", method: "GET", route: "/v1/models", status: 200 }),
+    ]);
+    for (const line of access) expect(line.request_id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(lines.join("\n")).not.toContain(key);
+  });
+});
+
+describe("stream log (Last-Event-ID)", () => {
+  const event = (n: number, type: "text-delta" | "done" = "text-delta"): StreamEvent =>
+    type === "done"
+      ? { type: "done", sequence_number: n, finish_reason: "stop" }
+      : { type: "text-delta", sequence_number: n, delta: `t${n}` };
+
+  async function read(stream: ReadableStream<Uint8Array> | undefined): Promise<number[]> {
+    const out: number[] = [];
+    if (!stream) return out;
+    for await (const e of followedEvents(stream)) out.push(e.sequence_number);
+    return out;
+  }
+
+  it("gives the events after the id, then the live ones until done; nothing for an unknown stream", async () => {
+    const log = env.STREAM_LOG.get(env.STREAM_LOG.idFromName(await streamLogName("k1", '{"a":1}')));
+    await log.open();
+    await log.append([event(0), event(1), event(2)], false);
+    const following = read(await log.follow(1));
+    await log.append([event(3)], false);
+    await log.append([event(4, "done")], true);
+    expect(await following).toEqual([2, 3, 4]);
+    expect(await read(await log.follow(3))).toEqual([4]);
+    const unknown = env.STREAM_LOG.get(env.STREAM_LOG.idFromName(await streamLogName("k2", '{"a":1}')));
+    expect(await unknown.follow(0)).toBeUndefined();
+  });
+
+  it("is named by the key and the exact body", async () => {
+    expect(await streamLogName("k1", "{}")).not.toBe(await streamLogName("k2", "{}"));
+    expect(await streamLogName("k1", "{}")).not.toBe(await streamLogName("k1", "{ }"));
   });
 });
