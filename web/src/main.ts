@@ -1,50 +1,90 @@
 import type { ContentPart, StreamEvent } from "@visionllm/protocol";
 import { LiteClient, VisionLLMError } from "@visionllm/protocol/lite";
-import { composite, drawDetections, drawKeypoints, type OverlayLayers, resetOverlay } from "./overlay";
+import { type Show, TurnView } from "./render";
+import {
+  type Conversation,
+  emptyConversation,
+  loadConversation,
+  newTurnId,
+  saveConversation,
+  type Turn,
+} from "./store";
+import { type Sample, Workspace } from "./workspace";
 
 /**
- * The web chat: an image, a conversation about it, and the model's super-link outputs drawn over
- * the image as they stream in. Plain DOM; the protocol package's typed client does the streaming.
+ * The web chat: a conversation about one image, each answer keeping its own overlays, results list
+ * and generated images; super-link outputs drawn as they stream in. Plain DOM; the protocol
+ * package's typed client does the streaming. The conversation survives a reload (localStorage).
  */
 
 const MODEL = "visionllm-v2-nano";
 const KEY_STORAGE = "visionllm.apiKey";
+/** After this long without an event, the reply says how long it has been waiting. */
+const SILENCE_MS = 2000;
 
-type Region = { box: [number, number, number, number] } | { point: [number, number] };
-interface Turn {
-  role: "user" | "assistant";
-  content: string;
-}
-
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const PROMPTS: Array<{ task: string; text: string; region?: true; needsImage?: false }> = [
+  { task: "Detect", text: "Detect every shape and person." },
+  { task: "Segment", text: "Segment all the circles." },
+  { task: "Find one", text: "Where is the leftmost shape?" },
+  { task: "Pose", text: "Estimate the pose of each person." },
+  { task: "Count", text: "How many triangles are there?" },
+  { task: "Describe", text: "Describe the image." },
+  { task: "Region", text: "What is in this region?", region: true },
+  { task: "Draw", text: "Draw a red circle on the left and a blue square on the right.", needsImage: false },
+  { task: "Edit", text: "Make the square yellow." },
+];
 
 document.getElementById("app")?.insertAdjacentHTML(
   "afterbegin",
   `<header>
-    <h1>VisionLLM chat</h1>
-    <label>API key <input id="key" type="password" autocomplete="off" placeholder="vl_..." size="24"></label>
+    <h1>VisionLLM v2-nano</h1>
+    <button id="new-chat" type="button">New chat</button>
+    <div id="key-box">
+      <label for="key">API key</label>
+      <input id="key" type="password" autocomplete="off" placeholder="vl_..." aria-describedby="key-help key-error">
+      <p id="key-help" class="help">A key comes from whoever runs this server: <code>npm start</code> prints a development key; an operator creates others with <code>npm run keys -- create</code>.</p>
+      <p id="key-error" class="error" role="alert" hidden></p>
+    </div>
   </header>
-  <section id="stage">
-    <div id="drop" tabindex="0">
-      <p id="hint">Drop, paste or <label class="link">choose an image<input id="file" type="file" accept="image/png,image/jpeg,image/webp" hidden></label></p>
-      <div id="frame" hidden>
-        <img id="image" alt="your image">
-        <canvas id="masks"></canvas>
-        <svg id="overlay" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none"></svg>
-        <svg id="selection" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none"></svg>
-      </div>
+  <section id="workspace" aria-label="Image">
+    <div id="drop" role="button" tabindex="0" aria-describedby="drop-help">
+      <p>Drop, paste or <span class="link">choose an image</span></p>
+      <p id="drop-help" class="help">PNG, JPEG or WebP. Enter or Space opens the file chooser.</p>
+      <input id="file" type="file" accept="image/png,image/jpeg,image/webp" hidden>
     </div>
-    <div id="tools">
-      <span>Region: <button id="mode-box" class="mode">box</button><button id="mode-point" class="mode">point</button><button id="clear-region">clear</button></span>
-      <span>Show: <label><input id="show-boxes" type="checkbox" checked> boxes</label><label><input id="show-masks" type="checkbox" checked> masks</label><label><input id="show-keypoints" type="checkbox" checked> keypoints</label></span>
-      <span><button id="download-png">PNG</button><button id="download-json">JSON</button></span>
+    <div id="frame" hidden>
+      <img id="image" alt="">
+      <svg id="selection" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none" tabindex="-1" role="application" aria-label="Region on the image: arrow keys move, Enter marks, Escape clears"></svg>
     </div>
-    <div id="gallery"></div>
+    <div id="image-tools" hidden>
+      <button id="replace-image" type="button">Replace image</button>
+      <button id="remove-image" type="button">Remove image</button>
+      <span role="group" aria-label="Region">Region:
+        <button id="mode-box" class="mode" type="button" aria-pressed="false">Box</button>
+        <button id="mode-point" class="mode" type="button" aria-pressed="false">Point</button>
+        <button id="clear-region" type="button">Clear</button>
+      </span>
+      <p id="region-status" class="help" role="status">No region selected.</p>
+    </div>
+    <fieldset id="show">
+      <legend>Show on results</legend>
+      <label><input id="show-boxes" type="checkbox" checked> boxes</label>
+      <label><input id="show-masks" type="checkbox" checked> masks</label>
+      <label><input id="show-keypoints" type="checkbox" checked> keypoints</label>
+    </fieldset>
+    <div id="samples">
+      <h2>Sample scenes</h2>
+      <p class="help">Drawn by the same world generator the model was trained on; photos of the real world are outside what it knows.</p>
+      <div id="sample-list"></div>
+      <button id="more-samples" type="button">Other scenes</button>
+    </div>
   </section>
-  <section id="chat">
-    <ol id="log" aria-live="polite"></ol>
-    <p id="error" role="alert" hidden></p>
+  <section id="chat" aria-label="Conversation">
+    <ol id="log" aria-live="polite" aria-label="Messages" tabindex="0"></ol>
+    <p id="chat-status" class="help" role="status"></p>
+    <div id="chips" role="group" aria-label="Example prompts"></div>
     <form id="ask">
+      <label for="question" class="visually-hidden">Message</label>
       <input id="question" autocomplete="off" placeholder="Ask about the image, e.g. Detect every circle and person." required>
       <button id="send" type="submit">Send</button>
       <button id="stop" type="button" disabled>Stop</button>
@@ -52,30 +92,131 @@ document.getElementById("app")?.insertAdjacentHTML(
   </section>`,
 );
 
-const keyInput = $<HTMLInputElement>("key");
-keyInput.value = localStorage.getItem(KEY_STORAGE) ?? "";
-keyInput.addEventListener("change", () => localStorage.setItem(KEY_STORAGE, keyInput.value.trim()));
-
-const image = $<HTMLImageElement>("image");
-const layers: OverlayLayers = {
-  svg: $("overlay") as unknown as SVGSVGElement,
-  masks: $<HTMLCanvasElement>("masks"),
+const $ = <T extends HTMLElement>(id: string) => {
+  const node = document.getElementById(id);
+  if (!node) throw new Error(`#${id} missing from the page`);
+  return node as T;
 };
-const selection = $("selection") as unknown as SVGSVGElement;
-const log = $<HTMLOListElement>("log");
-const errorBox = $<HTMLParagraphElement>("error");
-const gallery = $<HTMLDivElement>("gallery");
 
-let imageUrl: string | undefined;
-let region: Region | undefined;
-let mode: "box" | "point" | undefined;
-let history: Turn[] = [];
-let outputs: StreamEvent[] = [];
+const keyInput = $<HTMLInputElement>("key");
+const question = $<HTMLInputElement>("question");
+const log = $<HTMLOListElement>("log");
+const toggles = {
+  boxes: $<HTMLInputElement>("show-boxes"),
+  masks: $<HTMLInputElement>("show-masks"),
+  keypoints: $<HTMLInputElement>("show-keypoints"),
+};
+
+let conversation: Conversation = loadConversation();
+let views: TurnView[] = [];
 let running: AbortController | undefined;
 
-function showError(message: string | undefined): void {
-  errorBox.hidden = !message;
-  errorBox.textContent = message ?? "";
+keyInput.value = localStorage.getItem(KEY_STORAGE) ?? "";
+keyInput.addEventListener("change", () => {
+  localStorage.setItem(KEY_STORAGE, keyInput.value.trim());
+  keyError(undefined);
+});
+
+function keyError(message: string | undefined): void {
+  const box = $<HTMLParagraphElement>("key-error");
+  box.hidden = !message;
+  box.textContent = message ?? "";
+  keyInput.setAttribute("aria-invalid", String(Boolean(message)));
+}
+
+function chatStatus(text: string): void {
+  $<HTMLParagraphElement>("chat-status").textContent = text;
+}
+
+const workspace = new Workspace({
+  image(dataUrl, label) {
+    const hadTurns = conversation.turns.length > 0;
+    startChat({ turns: [], image: dataUrl, imageLabel: label });
+    chatStatus(hadTurns ? "New image: a new chat has started." : "Image ready: ask about it.");
+    question.focus();
+  },
+  removed() {
+    delete conversation.image;
+    delete conversation.imageLabel;
+    saveConversation(conversation);
+    chatStatus("Image removed: the next question goes without one.");
+  },
+  error: (message) => chatStatus(message),
+});
+
+function show(): Show {
+  return { boxes: toggles.boxes.checked, masks: toggles.masks.checked, keypoints: toggles.keypoints.checked };
+}
+
+function applyToggles(): void {
+  document.body.classList.toggle("hide-boxes", !toggles.boxes.checked);
+  document.body.classList.toggle("hide-masks", !toggles.masks.checked);
+  document.body.classList.toggle("hide-keypoints", !toggles.keypoints.checked);
+}
+for (const t of Object.values(toggles)) t.addEventListener("change", applyToggles);
+
+function welcome(): HTMLLIElement {
+  const li = document.createElement("li");
+  li.id = "welcome";
+  li.innerHTML = `<h2>What this model does</h2>
+    <p>VisionLLM v2-nano answers questions about pictures of a small world: circles, squares, triangles and
+    diamonds in red, green, blue, yellow and purple, and stick-figure people, on plain backgrounds, 128 × 128
+    pixels. Mid-answer it calls its decoders: it <strong>detects</strong> and <strong>segments</strong> objects,
+    <strong>finds</strong> the one you describe, estimates people's <strong>poses</strong>, <strong>draws</strong>
+    new images and <strong>edits</strong> yours. Pick a sample scene, then a prompt below, or type your own.</p>`;
+  return li;
+}
+
+function renderChat(): void {
+  log.replaceChildren();
+  views = [];
+  if (conversation.turns.length === 0) log.append(welcome());
+  for (const turn of conversation.turns) views.push(viewFor(turn));
+  views.at(-1)?.offerRegenerate(views.at(-1)?.turn.status !== "sending");
+}
+
+function viewFor(turn: Turn): TurnView {
+  const image = conversation.image
+    ? { src: conversation.image, label: conversation.imageLabel ?? "your image" }
+    : undefined;
+  return new TurnView(log, turn, image, {
+    editImage: async (dataUrl) => {
+      const blob = await (await fetch(dataUrl)).blob();
+      await workspace.loadFile(blob, "the generated image");
+      question.placeholder = "Describe the edit, e.g. Make the circle green.";
+    },
+    regenerate: () => void ask(turn.question, { regenerate: true, region: turn.region }),
+    show,
+  });
+}
+
+function startChat(next: Conversation): void {
+  running?.abort();
+  conversation = next;
+  saveConversation(conversation);
+  renderChat();
+}
+
+$("new-chat").addEventListener("click", async () => {
+  startChat(emptyConversation());
+  await workspace.show(undefined);
+  chatStatus("New chat.");
+  question.focus();
+});
+
+for (const prompt of PROMPTS) {
+  const chip = document.createElement("button");
+  chip.type = "button";
+  chip.className = "chip";
+  chip.textContent = prompt.task;
+  chip.title = prompt.text;
+  chip.setAttribute("aria-label", `${prompt.task}: ${prompt.text}`);
+  chip.addEventListener("click", () => {
+    question.value = prompt.text;
+    if (prompt.region && !workspace.region) workspace.setMode("box");
+    question.focus();
+  });
+  $("chips").append(chip);
 }
 
 /** Errors in plain words: what happened and what to do. */
@@ -100,251 +241,134 @@ function explain(error: unknown): string {
   return "The server could not be reached. Is the stack running?";
 }
 
-async function loadImage(file: Blob): Promise<void> {
-  if (!/^image\/(png|jpeg|webp)$/.test(file.type)) {
-    showError("Please use a PNG, JPEG or WebP image.");
-    return;
+type Message = Parameters<LiteClient["chat"]>[0]["messages"][number];
+
+function messagesFor(turn: Turn): Message[] {
+  const image = conversation.image;
+  const imagePart = image ? [{ type: "image_url" as const, image_url: { url: image } }] : [];
+  const previous = conversation.turns.filter((t) => t !== turn && t.status === "done");
+  const messages: Message[] = [];
+  for (const [i, t] of previous.entries()) {
+    messages.push({
+      role: "user",
+      content: i === 0 ? [...imagePart, { type: "text", text: t.question }] : t.question,
+    });
+    messages.push({ role: "assistant", content: t.answer });
   }
-  imageUrl = await new Promise<string>((resolve, reject) => {
-    const reader = new FileReader();
-    reader.onload = () => resolve(String(reader.result));
-    reader.onerror = () => reject(reader.error);
-    reader.readAsDataURL(file);
-  });
-  image.src = imageUrl;
-  await image.decode();
-  $("frame").hidden = false;
-  $("hint").hidden = true;
-  for (const svg of [layers.svg, selection])
-    svg.setAttribute("viewBox", `0 0 ${image.naturalWidth} ${image.naturalHeight}`);
-  resetOverlay(layers, image.naturalWidth, image.naturalHeight);
-  history = [];
-  outputs = [];
-  region = undefined;
-  drawSelection();
-  showError(undefined);
-}
-
-$<HTMLInputElement>("file").addEventListener("change", (e) => {
-  const file = (e.target as HTMLInputElement).files?.[0];
-  if (file) void loadImage(file);
-});
-const drop = $("drop");
-drop.addEventListener("dragover", (e) => e.preventDefault());
-drop.addEventListener("drop", (e) => {
-  e.preventDefault();
-  const file = e.dataTransfer?.files[0];
-  if (file) void loadImage(file);
-});
-document.addEventListener("paste", (e) => {
-  const file = [...(e.clipboardData?.items ?? [])].find((i) => i.type.startsWith("image/"))?.getAsFile();
-  if (file) void loadImage(file);
-});
-
-// Region selection: drag a box or click a point, in image pixels.
-function imagePoint(e: PointerEvent): [number, number] {
-  const rect = image.getBoundingClientRect();
-  return [
-    ((e.clientX - rect.left) / rect.width) * image.naturalWidth,
-    ((e.clientY - rect.top) / rect.height) * image.naturalHeight,
+  const parts: ContentPart[] = [
+    ...(previous.length === 0 ? imagePart : []),
+    { type: "text", text: turn.question },
   ];
-}
-function drawSelection(): void {
-  selection.replaceChildren();
-  if (!region) return;
-  const ns = "http://www.w3.org/2000/svg";
-  const node = document.createElementNS(ns, "box" in region ? "rect" : "circle");
-  if ("box" in region) {
-    const [x0, y0, x1, y1] = region.box;
-    for (const [k, v] of Object.entries({ x: x0, y: y0, width: x1 - x0, height: y1 - y0 }))
-      node.setAttribute(k, String(v));
-  } else {
-    for (const [k, v] of Object.entries({
-      cx: region.point[0],
-      cy: region.point[1],
-      r: image.naturalWidth / 60,
-    })) {
-      node.setAttribute(k, String(v));
-    }
-  }
-  node.setAttribute("class", "region");
-  selection.append(node);
-}
-let dragStart: [number, number] | undefined;
-selection.addEventListener("pointerdown", (e) => {
-  if (!mode) return;
-  dragStart = imagePoint(e);
-  if (mode === "point") {
-    region = { point: dragStart };
-    dragStart = undefined;
-    drawSelection();
-  }
-});
-selection.addEventListener("pointermove", (e) => {
-  if (mode !== "box" || !dragStart) return;
-  const [x, y] = imagePoint(e);
-  region = {
-    box: [
-      Math.min(dragStart[0], x),
-      Math.min(dragStart[1], y),
-      Math.max(dragStart[0], x),
-      Math.max(dragStart[1], y),
-    ],
-  };
-  drawSelection();
-});
-selection.addEventListener("pointerup", () => {
-  dragStart = undefined;
-});
-for (const m of ["box", "point"] as const) {
-  $(`mode-${m}`).addEventListener("click", () => {
-    mode = mode === m ? undefined : m;
-    for (const b of document.querySelectorAll(".mode")) b.classList.toggle("active", b.id === `mode-${mode}`);
-    selection.classList.toggle("selecting", mode !== undefined);
-  });
-}
-$("clear-region").addEventListener("click", () => {
-  region = undefined;
-  drawSelection();
-});
-
-// Toggles.
-const toggles = {
-  boxes: $<HTMLInputElement>("show-boxes"),
-  masks: $<HTMLInputElement>("show-masks"),
-  keypoints: $<HTMLInputElement>("show-keypoints"),
-};
-function applyToggles(): void {
-  document.body.classList.toggle("hide-boxes", !toggles.boxes.checked);
-  document.body.classList.toggle("hide-masks", !toggles.masks.checked);
-  document.body.classList.toggle("hide-keypoints", !toggles.keypoints.checked);
-}
-for (const t of Object.values(toggles)) t.addEventListener("change", applyToggles);
-
-function save(blob: Blob, name: string): void {
-  const a = document.createElement("a");
-  a.href = URL.createObjectURL(blob);
-  a.download = name;
-  a.click();
-  setTimeout(() => URL.revokeObjectURL(a.href), 1000);
-}
-$("download-json").addEventListener("click", () =>
-  save(new Blob([JSON.stringify(outputs, null, 1)], { type: "application/json" }), "visionllm-outputs.json"),
-);
-$("download-png").addEventListener("click", async () => {
-  if (!imageUrl) return;
-  const blob = await composite(image, layers, {
-    boxes: toggles.boxes.checked,
-    masks: toggles.masks.checked,
-    keypoints: toggles.keypoints.checked,
-  });
-  if (blob) save(blob, "visionllm-overlay.png");
-});
-
-function addMessage(role: "user" | "assistant", text: string): HTMLLIElement {
-  const li = document.createElement("li");
-  li.className = role;
-  li.textContent = text;
-  log.append(li);
-  li.scrollIntoView({ block: "end" });
-  return li;
+  if (turn.region) parts.push({ type: "region", region: { image_index: 0, ...turn.region } });
+  messages.push({ role: "user", content: parts });
+  return messages;
 }
 
-function showImage(event: StreamEvent): void {
-  if (event.type !== "image" && event.type !== "image-progress") return;
-  const id = `gen-${event.group}`;
-  let figure = document.getElementById(id);
-  if (!figure) {
-    figure = document.createElement("figure");
-    figure.id = id;
-    figure.innerHTML = `<img alt="${event.task} result"><figcaption></figcaption>`;
-    gallery.prepend(figure);
-  }
-  const img = figure.querySelector("img");
-  const caption = figure.querySelector("figcaption");
-  if (event.type === "image-progress") {
-    if (caption) caption.textContent = `${event.task}: step ${event.step} / ${event.total_steps}`;
-    if (event.preview_png_base64 && img) img.src = `data:image/png;base64,${event.preview_png_base64}`;
-  } else {
-    if (img) img.src = `data:image/png;base64,${event.png_base64}`;
-    if (caption) caption.textContent = `${event.task} done (seed ${event.seed})`;
-    figure.classList.add("done");
+function handle(view: TurnView, event: StreamEvent): void {
+  if (event.type === "start") view.setStatus("waiting");
+  else if (event.type === "text-delta") {
+    view.setStatus("streaming");
+    view.setAnswer(view.turn.answer + event.delta);
+  } else if (event.type === "detections" || event.type === "keypoints" || event.type === "image")
+    view.addResult(event);
+  else if (event.type === "image-progress") view.progress(event);
+  else if (event.type === "error") {
+    const message = explain(new VisionLLMError(event.code, event.message));
+    view.setStatus("error", message);
+    if (event.code === "invalid_api_key") keyError(message);
   }
 }
 
-$<HTMLFormElement>("ask").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  const questionInput = $<HTMLInputElement>("question");
-  const question = questionInput.value.trim();
-  if (!question || running) return;
+async function ask(
+  text: string,
+  options: { regenerate?: boolean; region?: Turn["region"] } = { region: workspace.region },
+): Promise<void> {
+  if (running) return;
   const apiKey = keyInput.value.trim();
   if (!apiKey) {
-    showError("Enter your API key at the top of the page first.");
+    keyError("Enter your API key here first.");
+    keyInput.focus();
     return;
   }
-  showError(undefined);
-  questionInput.value = "";
-  addMessage("user", question + (region ? " [region]" : ""));
-  const answer = addMessage("assistant", "");
-  answer.classList.add("streaming");
-  const parts: ContentPart[] = [];
-  if (imageUrl && history.length === 0) parts.push({ type: "image_url", image_url: { url: imageUrl } });
-  parts.push({ type: "text", text: question });
-  if (region) parts.push({ type: "region", region: { image_index: 0, ...region } });
-  const firstTurnImage =
-    imageUrl && history.length > 0 ? [{ type: "image_url" as const, image_url: { url: imageUrl } }] : [];
-  const messages = [
-    ...history.map((t, i) =>
-      i === 0 && t.role === "user" && firstTurnImage.length
-        ? { role: "user" as const, content: [...firstTurnImage, { type: "text" as const, text: t.content }] }
-        : t,
-    ),
-    { role: "user" as const, content: parts },
-  ];
-  if (imageUrl) resetOverlay(layers, image.naturalWidth, image.naturalHeight);
-  outputs = [];
+  keyError(undefined);
+  document.getElementById("welcome")?.remove();
+  for (const v of views) v.offerRegenerate(false);
+  const turn: Turn = {
+    id: newTurnId(),
+    question: text,
+    ...(options.region ? { region: options.region } : {}),
+    hadImage: Boolean(conversation.image),
+    answer: "",
+    results: [],
+    status: "sending",
+  };
+  conversation.turns.push(turn);
+  const view = viewFor(turn);
+  views.push(view);
+  view.reply.scrollIntoView({ block: "end" });
+  question.value = "";
   running = new AbortController();
   $<HTMLButtonElement>("stop").disabled = false;
   $<HTMLButtonElement>("send").disabled = true;
+  const started = Date.now();
+  let lastEvent = Date.now();
+  const watch = setInterval(() => {
+    const quiet = Date.now() - lastEvent;
+    if (quiet < SILENCE_MS || turn.status === "streaming") return;
+    const seconds = Math.round((Date.now() - started) / 1000);
+    view.setStatus(
+      turn.status === "sending" ? "sending" : "waiting",
+      `Waiting for the model: ${seconds} s so far (it may be busy with other requests).`,
+    );
+  }, 1000);
   const client = new LiteClient({ baseURL: location.origin, apiKey });
-  let text = "";
   try {
+    const sampling = options.regenerate
+      ? { temperature: 0.8, seed: Math.floor(Math.random() * 2 ** 31) }
+      : {};
     for await (const event of client.chat(
-      { model: MODEL, messages, max_tokens: 256 },
+      { model: MODEL, messages: messagesFor(turn), max_tokens: 256, ...sampling },
       { signal: running.signal },
     )) {
-      if (event.type === "text-delta") {
-        text += event.delta;
-        answer.textContent = text;
-      } else if (event.type === "detections") {
-        outputs.push(event);
-        drawDetections(layers, event);
-      } else if (event.type === "keypoints") {
-        outputs.push(event);
-        drawKeypoints(layers, event);
-      } else if (event.type === "image" || event.type === "image-progress") {
-        if (event.type === "image") outputs.push(event);
-        showImage(event);
-      } else if (event.type === "error") {
-        showError(explain(new VisionLLMError(event.code, event.message)));
-      }
+      lastEvent = Date.now();
+      handle(view, event);
     }
-    history.push({ role: "user", content: question }, { role: "assistant", content: text });
+    if (turn.status !== "error") view.setStatus("done");
   } catch (error) {
     const message = explain(error);
-    if (message) showError(message);
-    else answer.classList.add("stopped");
+    if (!message) view.setStatus("stopped");
+    else {
+      view.setStatus("error", message);
+      if (VisionLLMError.is(error) && error.code === "invalid_api_key") keyError(message);
+      // A question the server refused is kept, to fix and send again.
+      if (!question.value) question.value = text;
+    }
   } finally {
-    answer.classList.remove("streaming");
-    document.body.dataset.state = "idle";
+    clearInterval(watch);
     running = undefined;
     $<HTMLButtonElement>("stop").disabled = true;
     $<HTMLButtonElement>("send").disabled = false;
+    view.offerRegenerate(true);
+    saveConversation(conversation);
   }
-});
+}
 
-$("stop").addEventListener("click", () => {
-  running?.abort();
+$<HTMLFormElement>("ask").addEventListener("submit", (e) => {
+  e.preventDefault();
+  const text = question.value.trim();
+  if (text) void ask(text);
 });
-document.body.dataset.state = "idle";
-applyToggles();
+$("stop").addEventListener("click", () => running?.abort());
+
+async function start(): Promise<void> {
+  applyToggles();
+  await workspace.show(conversation.image, conversation.imageLabel);
+  renderChat();
+  const samples = (await fetch("/samples/index.json")
+    .then((r) => (r.ok ? r.json() : []))
+    .catch(() => [])) as Sample[];
+  await workspace.setSamples(samples);
+  document.body.dataset.state = "idle";
+}
+
+void start();
