@@ -402,6 +402,12 @@ super link (`npm run model:train`; the recipe is in `docs/MODEL.md`; {manifest['
   hybrid encoder, a departure): shape kinds were linearly separable in 57 % of objects from the ViT's
   features alone and in 100 % from the trunk's (`docs/MODEL.md`).
 - LLM: LLaMA architecture, {c['llm_layers']} layers x {c['llm_dim']}, {c['llm_heads']} heads, vocabulary {c['vocab_size']} (byte-level BPE).
+  It has no text pretraining of its own, so a stage 4 (a departure) tunes it again on every family
+  beside a small language corpus (`model/nano/language.py`), the stand-in for what Vicuna knows of
+  English: statements that put synonyms in shared contexts ("To trace the discs is to outline them."),
+  whole synonym sets including the verbs, frames and list forms that the instruction data holds out.
+  The corpus never phrases them as a request to the model, so the held-out figures below measure
+  whether knowing a word carries over to instructions worded with it, as the paper's do.
 - Super link: routing tokens [DET] [SEG] [GRD] [POSE] [GEN] [EDIT]; {c['perception_queries']} queries for perception
   (shared by DET/SEG/GRD, own table for POSE), {c['gen_queries']} for GEN and for EDIT. The link embeddings take
   the place of the experts' own phrase encoder, to which they are aligned during training (a departure).
