@@ -252,7 +252,19 @@ describe("edge end to end", () => {
     const phases = (response.headers.get("server-timing") ?? "")
       .split(",")
       .map((m) => m.trim().split(";")[0]);
-    expect(phases).toEqual(expect.arrayContaining(["auth", "ratelimit", "prompt", "runner", "total"]));
+    expect(phases).toEqual(
+      expect.arrayContaining([
+        "auth",
+        "ratelimit",
+        "prompt",
+        "runner",
+        "runner-queue",
+        "runner-prepare",
+        "runner-prefill",
+        "runner-ttft",
+        "total",
+      ]),
+    );
     const cachedPath = await fetch(`${stack.edge}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: `Bearer ${stack.apiKey}`, "content-type": "application/json" },

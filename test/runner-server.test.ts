@@ -124,6 +124,20 @@ describe("runner server", () => {
     expect(events.some((e) => e.type === "usage")).toBe(true);
   });
 
+  it("says where its time went before the first token: Server-Timing with queue, prepare, prefill, ttft", async () => {
+    const response = await signedFetch(runner.url, "/v1/generate", request("How many shapes are there?"));
+    await response.text();
+    const timing = Object.fromEntries(
+      (response.headers.get("server-timing") ?? "").split(",").map((entry) => {
+        const [name, dur] = entry.trim().split(";dur=");
+        return [name, Number(dur)];
+      }),
+    );
+    expect(Object.keys(timing)).toEqual(["queue", "prepare", "prefill", "ttft"]);
+    for (const ms of Object.values(timing)) expect(ms).toBeGreaterThanOrEqual(0);
+    expect(timing.ttft).toBeGreaterThanOrEqual((timing.prepare ?? 0) + (timing.prefill ?? 0));
+  });
+
   it("gives the same output alone and in a batch, at equal seeds", async () => {
     const long = { max_tokens: 64, min_tokens: 64 };
     const requests = [

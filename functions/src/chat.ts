@@ -28,6 +28,7 @@ import {
   VisionLLMError,
 } from "@visionllm/protocol";
 import type { Context } from "hono";
+import { setMetric } from "hono/timing";
 import { sha256Hex } from "./api-keys";
 import { cacheable, cacheKey, readCached, writeCached } from "./cache";
 import { type AppEnv, type Env, limitsOf, timed } from "./env";
@@ -560,6 +561,7 @@ async function runnerOrigin(
   const { card, limits, sampling, assembled, digests } = generation;
   const request = runnerRequest(c.get("requestId"), assembled, digests, sampling);
   const forwarded = await timed(c, "runner", forwardGenerate(c.env, request, signal));
+  relayRunnerTiming(c, forwarded.response.headers.get("server-timing"));
   const answeredBy = forwarded.response.headers.get(MODEL_DIGEST_HEADER);
   // The bundle was swapped under a cached card: this answer must not be filed under the old digest,
   // and the next request reads the new card.
@@ -567,6 +569,14 @@ async function runnerOrigin(
   if (stale) c.executionCtx.waitUntil(forgetModelCard(c.env));
   const body = forwarded.response.body as ReadableStream<Uint8Array>;
   return { source: fromRunner(body, collected, limits.runnerIdleMs), done: forwarded.done, stale };
+}
+
+/** The runner's own phases (queue, prepare, prefill, ttft) beside the edge's, as runner-<phase>. */
+function relayRunnerTiming(c: Context<AppEnv>, header: string | null): void {
+  for (const entry of (header ?? "").split(",")) {
+    const match = /^\s*([a-z]+);dur=([\d.]+)\s*$/.exec(entry);
+    if (match?.[1] && match[2]) setMetric(c, `runner-${match[1]}`, Number(match[2]));
+  }
 }
 
 /** The stream in the caller's flavour: native events, OpenAI chunks or completion, or a Responses answer. */

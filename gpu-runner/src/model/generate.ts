@@ -45,6 +45,8 @@ export interface GenerateInput {
   prefixCache?: PrefixStore;
   /** Called with the step's duration after every LLM step (metrics). */
   onStep?: (kind: "prefill" | "decode", seconds: number, tokens: number) => void;
+  /** Called once the prompt is ready: images decoded and encoded, text embedded (Server-Timing). */
+  onPrepared?: (seconds: number) => void;
   onDecoder?: (task: string, seconds: number) => void;
   /** Every sampled token id, routing tokens included (metrics, golden tests). */
   onToken?: (id: number) => void;
@@ -239,7 +241,9 @@ export async function* generate(model: VisionLLM, input: GenerateInput): AsyncGe
   const tok = model.tokenizer;
   const special = m.special_tokens;
   const d = model.dim;
+  const preparing = performance.now();
   const { ids, embeds, images, keys } = await preparePrompt(model, input);
+  input.onPrepared?.((performance.now() - preparing) / 1000);
 
   const routingIds = new Map<number, string>();
   for (const token of Object.keys(m.routing)) routingIds.set(tok.id(token), token);

@@ -247,6 +247,8 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
     inflight.add(controller);
     syncGauges();
     metrics.queueTime.observe((performance.now() - arrival) / 1000);
+    // Where this request's time went before its first token, sent as Server-Timing (ms).
+    const phases: Record<string, number> = { queue: performance.now() - arrival };
     const log = (level: "info" | "warn" | "error", message: string, fields: Record<string, unknown> = {}) =>
       logger.log(level, message, { request_id: requestId, ...fields });
 
@@ -268,12 +270,19 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
         const now = performance.now();
         if (!firstToken) {
           firstToken = now;
+          phases.ttft = now - arrival;
           metrics.ttft.observe((now - arrival) / 1000);
         } else metrics.itl.observe((now - lastToken) / 1000);
         lastToken = now;
         metrics.generationTokens.inc();
       },
       onDecoder: (task, seconds) => metrics.decoder.observe({ task }, seconds),
+      onPrepared: (seconds) => {
+        phases.prepare = seconds * 1000;
+      },
+      onStep: (kind, seconds) => {
+        if (kind === "prefill" && phases.prefill === undefined) phases.prefill = seconds * 1000;
+      },
     });
 
     let finished = false;
@@ -358,6 +367,7 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
         [PROTOCOL_HEADER]: PROTOCOL_VERSION,
         [REQUEST_ID_HEADER]: requestId,
         [MODEL_DIGEST_HEADER]: card.digest,
+        "server-timing": serverTiming(phases),
       },
     });
   });
@@ -372,6 +382,13 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
   };
 
   return { app, metrics, admission, batcher, cache, state, drain };
+}
+
+/** `queue;dur=0.4, prepare;dur=21.3, ...`: the phases measured so far, in milliseconds. */
+export function serverTiming(phases: Record<string, number>): string {
+  return Object.entries(phases)
+    .map(([name, ms]) => `${name};dur=${ms.toFixed(1)}`)
+    .join(", ");
 }
 
 function errorEvent(error: VisionLLMError): UnnumberedEvent {
