@@ -47,6 +47,9 @@ export default defineConfig(async () => {
             name: "workers",
             include: ["functions/test/**/*.test.ts"],
             setupFiles: ["functions/test/apply-migrations.ts"],
+            // The edge's access lines (one per request) would bury the test report; the logs test
+            // reads them through a spy instead.
+            onConsoleLog: (log: string) => !log.includes('"message":"request"'),
           },
         },
       ],

@@ -1,34 +1,14 @@
 import { createOpenAI } from "@ai-sdk/openai";
-import { streamText } from "ai";
-import { apiKey, baseURL, imageDataUrl, model, type SuperLinkEvent } from "./shared";
+import { streamWithSuperLink } from "./ai-sdk";
+import { apiKey, baseURL, imageDataUrl, model } from "./shared";
 
 /**
  * The AI SDK's own OpenAI provider (`@ai-sdk/openai`) on chat completions: text as usual, the super
- * link's outputs in the raw chunks, as with the OpenAI-compatible provider.
+ * link's outputs in the raw chunks, exactly as with the OpenAI-compatible provider (ai-sdk.ts).
  */
 export async function detectWithAISDKOpenAI(image: string, question: string) {
   const visionllm = createOpenAI({ baseURL, apiKey });
-  const result = streamText({
-    model: visionllm.chat(model),
-    includeRawChunks: true,
-    messages: [
-      {
-        role: "user",
-        content: [
-          { type: "image", image: new URL(image) },
-          { type: "text", text: question },
-        ],
-      },
-    ],
-  });
-  let text = "";
-  const events: SuperLinkEvent[] = [];
-  for await (const part of result.fullStream) {
-    if (part.type === "text-delta") text += part.text;
-    if (part.type === "raw")
-      events.push(...((part.rawValue as { visionllm_events?: SuperLinkEvent[] }).visionllm_events ?? []));
-  }
-  return { text, events, usage: await result.usage };
+  return streamWithSuperLink(visionllm.chat(model), image, question);
 }
 
 if (process.argv[1]?.endsWith("ai-sdk-openai.ts")) {

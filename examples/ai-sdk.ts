@@ -1,12 +1,17 @@
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
-import { streamText } from "ai";
+import { type LanguageModel, streamText } from "ai";
 import { apiKey, baseURL, imageDataUrl, model, type SuperLinkEvent } from "./shared";
 
 /** The Vercel AI SDK: text as usual; the super link's outputs ride in the raw chunks. */
 export async function detectWithAISDK(image: string, question: string) {
   const visionllm = createOpenAICompatible({ name: "visionllm", baseURL, apiKey });
+  return streamWithSuperLink(visionllm(model), image, question);
+}
+
+/** Any AI SDK chat model pointed at this server: the text, the super-link events, the usage. */
+export async function streamWithSuperLink(languageModel: LanguageModel, image: string, question: string) {
   const result = streamText({
-    model: visionllm(model),
+    model: languageModel,
     includeRawChunks: true,
     messages: [
       {
@@ -25,7 +30,7 @@ export async function detectWithAISDK(image: string, question: string) {
     if (part.type === "raw")
       events.push(...((part.rawValue as { visionllm_events?: SuperLinkEvent[] }).visionllm_events ?? []));
   }
-  return { text, events };
+  return { text, events, usage: await result.usage };
 }
 
 if (process.argv[1]?.endsWith("ai-sdk.ts")) {

@@ -107,7 +107,7 @@ async function cuttingProxy(edge: string, frames: number) {
     const upstream = await fetch(`${edge}${req.url ?? "/"}`, {
       method: req.method ?? "GET",
       headers,
-      body: await readAll(req),
+      body: req.method === "GET" ? null : new Uint8Array(await readAll(req)),
     });
     res.writeHead(upstream.status, {
       "content-type": upstream.headers.get("content-type") ?? "text/event-stream",
@@ -118,8 +118,11 @@ async function cuttingProxy(edge: string, frames: number) {
     let buffer = "";
     let sent = 0;
     const decoder = new TextDecoder();
-    for await (const chunk of upstream.body as ReadableStream<Uint8Array>) {
-      buffer += decoder.decode(chunk, { stream: true });
+    const reader = (upstream.body as ReadableStream<Uint8Array>).getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
       let end = buffer.indexOf("\n\n");
       while (end >= 0) {
         const frame = buffer.slice(0, end + 2);

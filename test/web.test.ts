@@ -138,7 +138,7 @@ describe.skipIf(process.env.VISIONLLM_SKIP_BROWSER === "1")("web client in a rea
   it("says when no image is attached", async () => {
     await page.click("#new-chat");
     await ask(page, "How many squares are there?");
-    expect(await page.textContent("#log li.user:last-of-type")).toMatch(/No image attached/);
+    expect(await page.locator("#log li.user").last().textContent()).toMatch(/No image attached/);
   });
 
   it("keeps each turn's image, overlays and results list; boxes sit on the scene's objects", async () => {
@@ -325,7 +325,7 @@ describe.skipIf(process.env.VISIONLLM_SKIP_BROWSER === "1")("web client in a rea
       await page.locator("#question").evaluate((q) => (q as HTMLInputElement).labels?.[0]?.textContent),
     ).toBe("Message");
     await ask(page, "What is in this region?");
-    expect(await page.textContent("#log li.user:last-of-type")).toMatch(/with a box region/);
+    expect(await page.locator("#log li.user").last().textContent()).toMatch(/with a box region/);
     expect(await page.locator(`${LAST_REPLY} .regenerate`).count()).toBe(1);
   });
 

@@ -241,7 +241,7 @@ function explain(error: unknown): string {
   return "The server could not be reached. Is the stack running?";
 }
 
-type Message = Parameters<LiteClient["chat"]>[0]["messages"][number];
+type Message = NonNullable<Parameters<LiteClient["chat"]>[0]["messages"]>[number];
 
 function messagesFor(turn: Turn): Message[] {
   const image = conversation.image;
@@ -279,6 +279,50 @@ function handle(view: TurnView, event: StreamEvent): void {
   }
 }
 
+/** Says how long the reply has waited once nothing has arrived for a while; returns the stopper
+ * and the function to call on every event. */
+function watchSilence(view: TurnView): { heard: () => void; stop: () => void } {
+  const started = Date.now();
+  let lastEvent = started;
+  const timer = setInterval(() => {
+    const status = view.turn.status;
+    if (Date.now() - lastEvent < SILENCE_MS || (status !== "sending" && status !== "waiting")) return;
+    const seconds = Math.round((Date.now() - started) / 1000);
+    view.setStatus(
+      status,
+      `Waiting for the model: ${seconds} s so far (it may be busy with other requests).`,
+    );
+  }, 1000);
+  return {
+    heard: () => {
+      lastEvent = Date.now();
+    },
+    stop: () => clearInterval(timer),
+  };
+}
+
+function newTurn(text: string, region: Turn["region"]): TurnView {
+  const turn: Turn = {
+    id: newTurnId(),
+    question: text,
+    ...(region ? { region } : {}),
+    hadImage: Boolean(conversation.image),
+    answer: "",
+    results: [],
+    status: "sending",
+  };
+  conversation.turns.push(turn);
+  const view = viewFor(turn);
+  views.push(view);
+  view.reply.scrollIntoView({ block: "end" });
+  return view;
+}
+
+function busy(on: boolean): void {
+  $<HTMLButtonElement>("stop").disabled = !on;
+  $<HTMLButtonElement>("send").disabled = on;
+}
+
 async function ask(
   text: string,
   options: { regenerate?: boolean; region?: Turn["region"] } = { region: workspace.region },
@@ -293,64 +337,43 @@ async function ask(
   keyError(undefined);
   document.getElementById("welcome")?.remove();
   for (const v of views) v.offerRegenerate(false);
-  const turn: Turn = {
-    id: newTurnId(),
-    question: text,
-    ...(options.region ? { region: options.region } : {}),
-    hadImage: Boolean(conversation.image),
-    answer: "",
-    results: [],
-    status: "sending",
-  };
-  conversation.turns.push(turn);
-  const view = viewFor(turn);
-  views.push(view);
-  view.reply.scrollIntoView({ block: "end" });
+  const view = newTurn(text, options.region);
   question.value = "";
-  running = new AbortController();
-  $<HTMLButtonElement>("stop").disabled = false;
-  $<HTMLButtonElement>("send").disabled = true;
-  const started = Date.now();
-  let lastEvent = Date.now();
-  const watch = setInterval(() => {
-    const quiet = Date.now() - lastEvent;
-    if (quiet < SILENCE_MS || turn.status === "streaming") return;
-    const seconds = Math.round((Date.now() - started) / 1000);
-    view.setStatus(
-      turn.status === "sending" ? "sending" : "waiting",
-      `Waiting for the model: ${seconds} s so far (it may be busy with other requests).`,
-    );
-  }, 1000);
-  const client = new LiteClient({ baseURL: location.origin, apiKey });
+  const controller = new AbortController();
+  running = controller;
+  busy(true);
+  const silence = watchSilence(view);
+  const sampling = options.regenerate ? { temperature: 0.8, seed: Math.floor(Math.random() * 2 ** 31) } : {};
+  const request = { model: MODEL, messages: messagesFor(view.turn), max_tokens: 256, ...sampling };
   try {
-    const sampling = options.regenerate
-      ? { temperature: 0.8, seed: Math.floor(Math.random() * 2 ** 31) }
-      : {};
-    for await (const event of client.chat(
-      { model: MODEL, messages: messagesFor(turn), max_tokens: 256, ...sampling },
-      { signal: running.signal },
-    )) {
-      lastEvent = Date.now();
+    const client = new LiteClient({ baseURL: location.origin, apiKey });
+    for await (const event of client.chat(request, { signal: controller.signal })) {
+      silence.heard();
       handle(view, event);
     }
-    if (turn.status !== "error") view.setStatus("done");
+    if (view.turn.status !== "error") view.setStatus("done");
   } catch (error) {
-    const message = explain(error);
-    if (!message) view.setStatus("stopped");
-    else {
-      view.setStatus("error", message);
-      if (VisionLLMError.is(error) && error.code === "invalid_api_key") keyError(message);
-      // A question the server refused is kept, to fix and send again.
-      if (!question.value) question.value = text;
-    }
+    failed(view, error, text);
   } finally {
-    clearInterval(watch);
+    silence.stop();
     running = undefined;
-    $<HTMLButtonElement>("stop").disabled = true;
-    $<HTMLButtonElement>("send").disabled = false;
+    busy(false);
     view.offerRegenerate(true);
     saveConversation(conversation);
   }
+}
+
+/** A request that ended before its stream did: stopped by the user, or refused (said in the turn). */
+function failed(view: TurnView, error: unknown, text: string): void {
+  const message = explain(error);
+  if (!message) {
+    view.setStatus("stopped");
+    return;
+  }
+  view.setStatus("error", message);
+  if (VisionLLMError.is(error) && error.code === "invalid_api_key") keyError(message);
+  // A question the server refused is kept, to fix and send again.
+  if (!question.value) question.value = text;
 }
 
 $<HTMLFormElement>("ask").addEventListener("submit", (e) => {

@@ -129,7 +129,13 @@ export class Workspace {
       img.loading = "lazy";
       button.append(img);
       button.addEventListener("click", async () => {
-        const blob = await (await fetch(img.src)).blob();
+        const response = await fetch(img.src);
+        if (!response.ok) {
+          this.events.error(`The sample scene could not be loaded (${response.status}).`);
+          return;
+        }
+        // The samples are PNGs, whatever type the static server gives them.
+        const blob = new Blob([await response.arrayBuffer()], { type: "image/png" });
         await this.loadFile(blob, `Sample scene: ${sample.caption}`);
       });
       list.append(button);
