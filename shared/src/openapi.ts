@@ -127,6 +127,16 @@ export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Rec
         post: {
           operationId: "streamChat",
           summary: "Native typed event stream (SSE; `event:` is the type, `id:` the sequence number).",
+          parameters: [
+            {
+              name: "Last-Event-ID",
+              in: "header",
+              required: false,
+              description:
+                "Resume: send the same request with the id of the last event received, and get exactly the events after it (live while the answer runs). Streams are kept five minutes per API key and request body; after that a deterministic request (temperature 0 or a seed) is answered again and cut after the id, and a sampled one is refused with 400.",
+              schema: { type: "integer", minimum: 0 },
+            },
+          ],
           requestBody: {
             required: true,
             content: { "application/json": { schema: ref("ChatCompletionRequest") } },
