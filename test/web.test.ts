@@ -138,7 +138,8 @@ describe.skipIf(process.env.VISIONLLM_SKIP_BROWSER === "1")("web client in a rea
   it("says when no image is attached", async () => {
     await page.click("#new-chat");
     await ask(page, "How many squares are there?");
-    expect(await page.locator("#log li.user").last().textContent()).toMatch(/No image attached/);
+    const note = page.locator("#log li.user").last().locator(".note", { hasText: "No image attached" });
+    expect(await note.isVisible()).toBe(true);
   });
 
   it("keeps each turn's image, overlays and results list; boxes sit on the scene's objects", async () => {
@@ -256,6 +257,8 @@ describe.skipIf(process.env.VISIONLLM_SKIP_BROWSER === "1")("web client in a rea
     await ask(page, "Draw a yellow triangle.");
     const done = page.locator("#log .gen.done");
     expect(await done.count()).toBe(2);
+    // A drawing needs no image: no "no image attached" note on these turns.
+    expect(await page.locator("#log li.user .note:visible").count()).toBe(0);
     const ids = await done.evaluateAll((nodes) => nodes.map((n) => n.id));
     expect(new Set(ids).size).toBe(2);
     expect(await done.first().locator("img").getAttribute("src")).toMatch(/^data:image\/png;base64,/);

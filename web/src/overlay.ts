@@ -200,7 +200,7 @@ export function layoutLabels(svg: SVGSVGElement, displayWidth: number): void {
     const text = group.querySelector("text");
     if (!box || !chip || !text) continue;
     const [x0 = 0, y0 = 0] = (box.getAttribute("data-box") ?? "").split(",").map(Number);
-    const w = Math.min(view.width, (text.textContent ?? "").length * h * 0.56 + h * 0.5);
+    const w = Math.min(view.width, (text.textContent ?? "").length * h * 0.46 + h * 0.5);
     const spot: Placed = { x: Math.min(Math.max(0, x0), view.width - w), y: y0 - h >= 0 ? y0 - h : y0, w, h };
     while (placed.some((p) => overlaps(p, spot)) && spot.y + h <= view.height - h) spot.y += h;
     spot.y = Math.min(spot.y, view.height - h);

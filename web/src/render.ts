@@ -75,6 +75,7 @@ export class TurnView {
       }
     | undefined;
   readonly #events: ResultEvent[] = [];
+  readonly #noImage: HTMLParagraphElement;
 
   constructor(
     log: HTMLOListElement,
@@ -118,6 +119,8 @@ export class TurnView {
     this.#status.hidden = !this.#status.textContent;
     const finished = status === "done" || status === "stopped" || status === "error";
     this.reply.setAttribute("aria-busy", finished ? "false" : "true");
+    this.#noImage.hidden =
+      !finished || this.turn.hadImage || this.turn.results.some((r) => r.type === "image");
     if (status === "error" && detail) {
       this.turn.error = detail;
       this.#error.textContent = detail;
@@ -146,7 +149,8 @@ export class TurnView {
   addResult(event: ResultEvent): void {
     if (!this.turn.results.includes(event)) this.turn.results.push(event);
     this.#events.push(event);
-    this.#results.append(h("li", {}, describeResult(event)));
+    // A generated image's description is its own caption; the list is for what is drawn on the image.
+    if (event.type !== "image") this.#results.append(h("li", {}, describeResult(event)));
     this.#results.setAttribute("aria-label", `Results: ${summarize(this.#events)}`);
     if (event.type === "image") this.#showImage(event);
     else this.#draw(event);
