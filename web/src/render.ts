@@ -89,14 +89,13 @@ export class TurnView {
       this.question.append(
         h("p", { class: "note" }, "box" in turn.region ? "with a box region" : "with a point region"),
       );
-    if (!turn.hadImage)
-      this.question.append(
-        h(
-          "p",
-          { class: "note" },
-          "No image attached: questions about an image need one (pick a sample or add yours).",
-        ),
-      );
+    // Shown once the answer is in and drew nothing: a drawing request needs no image.
+    this.#noImage = h(
+      "p",
+      { class: "note", hidden: "" },
+      "No image attached: questions about an image need one (pick a sample or add yours).",
+    );
+    this.question.append(this.#noImage);
     this.reply = h("li", { class: "turn assistant", id: `a-${turn.id}`, "aria-busy": "true" });
     this.#status = h("p", { class: "status", role: "status" });
     this.#text = h("p", { class: "text" });
