@@ -45,6 +45,9 @@ export function streamNative(
     });
     for (const type of TYPES) {
       source.addEventListener(type, (message) => {
+        // EventSource's own connection errors share the name "error" with the stream's error events:
+        // only the stream's carry data.
+        if (typeof message.data !== "string") return;
         const event = JSON.parse(message.data) as NativeEvent;
         events.push(event);
         if (type === "done") {

@@ -130,9 +130,10 @@ async function cuttingProxy(edge: string, frames: number) {
         const data = frame.split("\n").find((l) => l.startsWith("data: "));
         if (data && cut) seen.push(JSON.parse(data.slice(6)));
         if (!cut || sent < frames) {
-          res.write(frame);
           if (data) sent++;
-          if (cut && sent === frames) res.destroy();
+          // The cut comes once the frames are on the wire: a dropped connection, not lost bytes.
+          if (cut && sent === frames) res.write(frame, () => setTimeout(() => res.socket?.destroy(), 50));
+          else res.write(frame);
         }
         end = buffer.indexOf("\n\n");
       }

@@ -310,9 +310,14 @@ describe.skipIf(process.env.VISIONLLM_SKIP_BROWSER === "1")("web client in a rea
   });
 
   it("works from the keyboard: upload, region marking, labelled controls", async () => {
+    await page.fill("#key", stack.apiKey);
+    await page.dispatchEvent("#key", "change");
     await page.click("#new-chat");
-    await page.locator("#drop").focus();
-    const [chooser] = await Promise.all([page.waitForEvent("filechooser"), page.keyboard.press("Enter")]);
+    await page.waitForSelector("#choose-image", { state: "visible" });
+    const [chooser] = await Promise.all([
+      page.waitForEvent("filechooser"),
+      page.locator("#choose-image").press("Enter"),
+    ]);
     await chooser.setFiles("test/fixtures/scene-detect.png");
     await page.waitForSelector("#frame:not([hidden])");
     await page.click("#mode-box");

@@ -47,11 +47,11 @@ document.getElementById("app")?.insertAdjacentHTML(
     </div>
   </header>
   <section id="workspace" aria-label="Image">
-    <div id="drop" role="button" tabindex="0" aria-describedby="drop-help">
-      <p>Drop, paste or <span class="link">choose an image</span></p>
-      <p id="drop-help" class="help">PNG, JPEG or WebP. Enter or Space opens the file chooser.</p>
-      <input id="file" type="file" accept="image/png,image/jpeg,image/webp" hidden>
+    <div id="drop">
+      <p>Drop or paste an image, or <button id="choose-image" type="button" class="link" aria-describedby="drop-help">choose an image</button></p>
+      <p id="drop-help" class="help">PNG, JPEG or WebP.</p>
     </div>
+    <input id="file" type="file" accept="image/png,image/jpeg,image/webp" hidden aria-label="Image file">
     <div id="frame" hidden>
       <img id="image" alt="">
       <svg id="selection" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="none" tabindex="-1" role="application" aria-label="Region on the image: arrow keys move, Enter marks, Escape clears"></svg>

@@ -150,14 +150,14 @@ export class Workspace {
       if (chosen) void this.loadFile(chosen, chosen.name ? `your image ${chosen.name}` : "your image");
       file.value = "";
     });
+    // A native button: Enter and Space open the chooser as a click does. The whole zone takes a
+    // pointer's click too.
     const drop = $<HTMLElement>("drop");
-    drop.addEventListener("click", choose);
-    drop.addEventListener("keydown", (e) => {
-      if (e.key === "Enter" || e.key === " ") {
-        e.preventDefault();
-        choose();
-      }
+    $("choose-image").addEventListener("click", (e) => {
+      e.stopPropagation();
+      choose();
     });
+    drop.addEventListener("click", choose);
     for (const zone of [drop, $<HTMLElement>("workspace")]) {
       zone.addEventListener("dragover", (e) => {
         e.preventDefault();
