@@ -459,6 +459,12 @@ Editing, source and result ({'; '.join(examples.get('editing', []))}):
 
 {' '.join(f'![editing](card/editing-{j}.png)' for j in range(len(examples.get('editing', []))))}
 """
+    # What the recipe cannot know (how this bundle's run went, against the previous one) is written
+    # by hand beside the card and kept through regenerations.
+    notes = os.path.join(bundle, "card", "training.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            text = text.replace("\n## Training curves", "\n" + f.read() + "\n## Training curves", 1)
     with open(os.path.join(bundle, "MODEL_CARD.md"), "w") as f:
         f.write(text)
 
