@@ -55,7 +55,7 @@ async function inputPinned(
     const form = document.getElementById("ask")?.getBoundingClientRect();
     const root = document.scrollingElement ?? document.documentElement;
     return {
-      pageScrolls: root.scrollHeight > window.innerHeight + 1,
+      pageScrolls: root.scrollHeight > window.innerHeight + 1 || root.scrollWidth > window.innerWidth + 1,
       inputBottom: form?.bottom ?? 1e9,
       height: window.innerHeight,
     };
