@@ -12,24 +12,28 @@ import { wrangler } from "./wrangler";
 // The Workers Free plan's limit on the compressed Worker (paid plans allow 10 MiB).
 const LIMIT_KIB = 3 * 1024;
 
-async function main(): Promise<void> {
+/** Builds the Worker as `wrangler deploy` would, without uploading; returns the size line. */
+export async function checkDeploy(configPath = "wrangler.toml"): Promise<string> {
   const out = await mkdtemp(path.join(tmpdir(), "visionllm-deploy-"));
   try {
-    const log = await wrangler(["deploy", "--dry-run", "--outdir", out], { quiet: true });
+    const log = await wrangler(["deploy", "--dry-run", "--outdir", out, "--config", configPath], {
+      quiet: true,
+    });
     const size = /Total Upload: ([\d.]+) KiB \/ gzip: ([\d.]+) KiB/.exec(log);
     if (!size) throw new Error(`wrangler's dry run did not report the upload size:\n${log}`);
     const gzip = Number(size[2]);
-    console.log(
-      `Worker: ${size[1]} KiB, ${gzip} KiB compressed (limit ${LIMIT_KIB} KiB); configuration valid.`,
-    );
     if (gzip > LIMIT_KIB)
       throw new Error(`The compressed Worker is ${gzip} KiB, over the ${LIMIT_KIB} KiB limit.`);
+    return `Worker: ${size[1]} KiB, ${gzip} KiB compressed (limit ${LIMIT_KIB} KiB); configuration valid.`;
   } finally {
     await rm(out, { recursive: true, force: true });
   }
 }
 
-main().catch((error: unknown) => {
-  console.error(error instanceof Error ? error.message : error);
-  process.exit(1);
-});
+if (import.meta.url === `file://${process.argv[1]}`)
+  checkDeploy()
+    .then(console.log)
+    .catch((error: unknown) => {
+      console.error(error instanceof Error ? error.message : error);
+      process.exit(1);
+    });

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { checkDeploy } from "./check-deploy";
 import { wrangler } from "./wrangler";
 
 /**
@@ -184,14 +185,7 @@ async function main(): Promise<void> {
       `Would ensure: D1 ${wanted.d1.name}, KV ${wanted.kv.binding}, R2 ${wanted.r2.join(", ")}, ` +
         `queues ${wanted.queues.join(", ")}; secrets ${SECRETS.join(", ")}.`,
     );
-    const out = await mkdtemp(path.join(tmpdir(), "visionllm-deploy-"));
-    try {
-      console.log(
-        await wrangler(["deploy", "--dry-run", "--outdir", out, "--config", configPath], { quiet: true }),
-      );
-    } finally {
-      await rm(out, { recursive: true, force: true });
-    }
+    console.log(await checkDeploy(configPath));
     return;
   }
   await deploy({

@@ -414,15 +414,17 @@ export async function handleChat(c: Context<AppEnv>, flavor: Flavor): Promise<Re
   const { request, responses, bodyText } = await readChatRequest(c, flavor);
   const release = await admit(c);
   try {
-    const generation = await timed(c, "prompt", prepareGeneration(c.env, request));
     const log =
       flavor === "native"
         ? c.env.STREAM_LOG.get(
             c.env.STREAM_LOG.idFromName(await streamLogName(c.get("caller").keyId, bodyText)),
           )
         : undefined;
+    // A reconnect the log can answer needs no prompt, images or runner: checked before any of them.
     const resumed = log ? await resumeFromLog(c, log, release) : undefined;
-    const stream = resumed ?? (await openStream(c, generation, flavor, release, log));
+    if (resumed) return await answer(c, flavor, request, responses, resumed, c.env.MODEL_ID);
+    const generation = await timed(c, "prompt", prepareGeneration(c.env, request));
+    const stream = await openStream(c, generation, flavor, release, log);
     return await answer(c, flavor, request, responses, stream, generation.card.id);
   } catch (error) {
     release();

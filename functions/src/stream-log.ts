@@ -1,5 +1,6 @@
 import { DurableObject } from "cloudflare:workers";
 import type { StreamEvent } from "@visionllm/protocol";
+import { sha256Hex } from "./api-keys";
 
 /**
  * One Durable Object per native stream: its numbered events, kept for a few minutes, so a client
@@ -100,9 +101,8 @@ function line(event: StreamEvent): Uint8Array {
 }
 
 /** The log's name: the key and the exact request, hashed (the body is never stored as a name). */
-export async function streamLogName(keyId: string, body: string): Promise<string> {
-  const digest = await crypto.subtle.digest("SHA-256", encoder.encode(`${keyId}\n${body}`));
-  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+export function streamLogName(keyId: string, body: string): Promise<string> {
+  return sha256Hex(`${keyId}\n${body}`);
 }
 
 /** NDJSON from `follow` back into events. */

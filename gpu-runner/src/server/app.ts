@@ -246,9 +246,10 @@ export function createRunnerApp(model: VisionLLM, config: RunnerConfig, logger: 
     }
     inflight.add(controller);
     syncGauges();
-    metrics.queueTime.observe((performance.now() - arrival) / 1000);
+    const queuedMs = performance.now() - arrival;
+    metrics.queueTime.observe(queuedMs / 1000);
     // Where this request's time went before its first token, sent as Server-Timing (ms).
-    const phases: Record<string, number> = { queue: performance.now() - arrival };
+    const phases: Record<string, number> = { queue: queuedMs };
     const log = (level: "info" | "warn" | "error", message: string, fields: Record<string, unknown> = {}) =>
       logger.log(level, message, { request_id: requestId, ...fields });
 
