@@ -62,7 +62,7 @@ def content_parts(question: str, image: np.ndarray | None, regions: list[np.ndar
         if piece.strip():
             parts.append({"type": "text", "text": piece.strip()})
         if i < len(pieces) - 1 and regions:
-            mask = (regions[min(i, len(regions) - 1)].astype(np.uint8) * 255)
+            mask = regions[min(i, len(regions) - 1)].astype(np.uint8) * 255
             parts.append({"type": "region", "region": {"mask": png_data_url(mask)}})
     return parts
 
@@ -97,10 +97,16 @@ def collect(events: list[dict]) -> ApiResult:
         if e["type"] == "text-delta":
             out.text += e["delta"]
         elif e["type"] == "detections":
-            items = [{"score": d["score"], "box": d["box"], **({"mask": decode_rle(d["mask"])} if "mask" in d else {})} for d in e["items"]]
+            items = [
+                {"score": d["score"], "box": d["box"], **({"mask": decode_rle(d["mask"])} if "mask" in d else {})}
+                for d in e["items"]
+            ]
             out.detections.append({"label": e["label"], "items": items})
         elif e["type"] == "keypoints":
-            out.poses += [{"score": p["score"], "box": p["box"], "keypoints": [[k["x"], k["y"]] for k in p["keypoints"]]} for p in e["items"]]
+            out.poses += [
+                {"score": p["score"], "box": p["box"], "keypoints": [[k["x"], k["y"]] for k in p["keypoints"]]}
+                for p in e["items"]
+            ]
         elif e["type"] == "image":
             out.images.append(np.array(Image.open(io.BytesIO(base64.b64decode(e["png_base64"]))).convert("RGB")))
         elif e["type"] == "error":
@@ -116,14 +122,28 @@ class ApiRunner:
         self.key = key
         self.model = model
 
-    def generate(self, turns, image=None, regions=None, max_new_tokens: int = 200, seed: int = 0, run_decoders: bool = True) -> ApiResult:
+    def generate(
+        self, turns, image=None, regions=None, max_new_tokens: int = 200, seed: int = 0, run_decoders: bool = True
+    ) -> ApiResult:
         question = turns[-1][0].replace("<image>\n", "")
-        body = {"model": self.model, "temperature": 0, "seed": seed, "max_tokens": max_new_tokens,
-                "messages": [{"role": "user", "content": content_parts(question, image, regions)}]}
-        request = urllib.request.Request(self.url, data=json.dumps(body).encode(), method="POST",
-                                         headers={"authorization": f"Bearer {self.key}", "content-type": "application/json",
-                                                  # the model is measured, not the response cache
-                                                  "cache-control": "no-cache"})
+        body = {
+            "model": self.model,
+            "temperature": 0,
+            "seed": seed,
+            "max_tokens": max_new_tokens,
+            "messages": [{"role": "user", "content": content_parts(question, image, regions)}],
+        }
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={
+                "authorization": f"Bearer {self.key}",
+                "content-type": "application/json",
+                # the model is measured, not the response cache
+                "cache-control": "no-cache",
+            },
+        )
         for attempt in range(5):
             try:
                 with urllib.request.urlopen(request, timeout=300) as response:
@@ -144,8 +164,12 @@ def main() -> None:
     parser.add_argument("--split", choices=["heldout", "train"], default="heldout")
     parser.add_argument("--parallel", type=int, default=4, help="families asked side by side")
     parser.add_argument("--card", default="model/bundle/card/eval.json", help="the card's figures, printed beside")
-    parser.add_argument("--reference", default=None, metavar="RUN_DIR",
-                        help="also run the PyTorch reference on the same scenes (checkpoint.pt in RUN_DIR, bundle config)")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        metavar="RUN_DIR",
+        help="also run the PyTorch reference on the same scenes (checkpoint.pt in RUN_DIR, bundle config)",
+    )
     args = parser.parse_args()
     card = {}
     try:
@@ -155,7 +179,10 @@ def main() -> None:
         pass
     ev = Evaluator(ApiRunner(args.url, args.key), args.split)  # type: ignore[arg-type]
     reference = Evaluator(reference_runner(args.reference), args.split) if args.reference else None
-    print(f"{'family':<14} {'api':>6} {'card':>6} {'diff':>6} {'torch':>6}  ({args.scenes} scenes, {args.split} wordings, {args.url})")
+    print(
+        f"{'family':<14} {'api':>6} {'card':>6} {'diff':>6} {'torch':>6}  "
+        f"({args.scenes} scenes, {args.split} wordings, {args.url})"
+    )
 
     def one(family: str) -> tuple[str, float, float]:
         started = time.time()
@@ -170,7 +197,10 @@ def main() -> None:
             ref = card.get(family, float("nan"))
             same = evaluate_family(reference, family, args.scenes, None)[0] if reference else float("nan")
             worst = max(worst, abs(value - ref) if ref == ref else 0.0)
-            print(f"{family:<14} {value:6.3f} {ref:6.3f} {abs(value - ref):6.3f} {same:6.3f}  ({seconds:.0f} s)", flush=True)
+            print(
+                f"{family:<14} {value:6.3f} {ref:6.3f} {abs(value - ref):6.3f} {same:6.3f}  ({seconds:.0f} s)",
+                flush=True,
+            )
     print(f"largest difference from the card: {worst:.3f}")
 
 

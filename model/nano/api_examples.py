@@ -59,30 +59,36 @@ def only_own_kind(groups, scene, label: str) -> bool:
 def check_people_and_shapes(ask, scene, image) -> dict[str, bool]:
     r = ask("Find every person and every shape in this image.", image)
     labels = [g["label"] for g in r.detections]
-    return {"person/shape: named as asked": labels == ["person", "shape"],
-            "person/shape: every one boxed": found_all(r.detections, scene, "person", "person")
-            and found_all(r.detections, scene, "shape", "shape"),
-            "no leading space": not r.text.startswith(" "),
-            "boxes inside the image": all(inside(d["box"]) for g in r.detections for d in g["items"])}
+    return {
+        "person/shape: named as asked": labels == ["person", "shape"],
+        "person/shape: every one boxed": found_all(r.detections, scene, "person", "person")
+        and found_all(r.detections, scene, "shape", "shape"),
+        "no leading space": not r.text.startswith(" "),
+        "boxes inside the image": all(inside(d["box"]) for g in r.detections for d in g["items"]),
+    }
 
 
 def check_circles_and_squares(ask, scene, image) -> dict[str, bool]:
     r = ask("Detect every circle and square.", image)
     labels = [g["label"] for g in r.detections]
-    return {"circle/square: named as asked": labels == ["circle", "square"],
-            "circle/square: boxes on their own kind": only_own_kind(r.detections, scene, "circle")
-            and only_own_kind(r.detections, scene, "square"),
-            "circle/square: every one found": found_all(r.detections, scene, "circle", "circle")
-            and found_all(r.detections, scene, "square", "square")}
+    return {
+        "circle/square: named as asked": labels == ["circle", "square"],
+        "circle/square: boxes on their own kind": only_own_kind(r.detections, scene, "circle")
+        and only_own_kind(r.detections, scene, "square"),
+        "circle/square: every one found": found_all(r.detections, scene, "circle", "circle")
+        and found_all(r.detections, scene, "square", "square"),
+    }
 
 
 def check_pose(ask, scene, image) -> dict[str, bool]:
     r = ask("Could you work out the posture of every person in this picture?", image)
     tail = r.text.rstrip(". ").split(",")[-1].strip()
     named = sum(r.text.count(name) for name in KEYPOINT_NAMES if " " not in name)
-    return {"pose: ends after the 11 keypoints": tail.endswith("right foot") and named <= len(KEYPOINT_NAMES),
-            "pose: one per person": len(r.poses) == len(scene.people()),
-            "keypoints inside the image": all(0 <= v <= W.SIZE for p in r.poses for kp in p["keypoints"] for v in kp)}
+    return {
+        "pose: ends after the 11 keypoints": tail.endswith("right foot") and named <= len(KEYPOINT_NAMES),
+        "pose: one per person": len(r.poses) == len(scene.people()),
+        "keypoints inside the image": all(0 <= v <= W.SIZE for p in r.poses for kp in p["keypoints"] for v in kp),
+    }
 
 
 def check_grounding(ask, rng, scene, image) -> dict[str, bool]:
@@ -91,8 +97,10 @@ def check_grounding(ask, rng, scene, image) -> dict[str, bool]:
     r = ask(f"Where is {expression}?", image)
     group = r.detections[0] if r.detections else {"label": "", "items": []}
     box = group["items"][0]["box"] if group["items"] else None
-    return {"grounding: label is the expression": group["label"] == expression,
-            "grounding: box on the object": box is not None and box_iou(box, scene.objects[target].box) >= 0.5}
+    return {
+        "grounding: label is the expression": group["label"] == expression,
+        "grounding: box on the object": box is not None and box_iou(box, scene.objects[target].box) >= 0.5,
+    }
 
 
 def main() -> None:
@@ -110,8 +118,12 @@ def main() -> None:
     tally: dict[str, list[bool]] = {}
     for _ in range(args.scenes):
         scene, image = scene_with_everything(rng)
-        for checks in (check_people_and_shapes(ask, scene, image), check_circles_and_squares(ask, scene, image),
-                       check_pose(ask, scene, image), check_grounding(ask, rng, scene, image)):
+        for checks in (
+            check_people_and_shapes(ask, scene, image),
+            check_circles_and_squares(ask, scene, image),
+            check_pose(ask, scene, image),
+            check_grounding(ask, rng, scene, image),
+        ):
             for name, ok in checks.items():
                 tally.setdefault(name, []).append(ok)
     print(f"{'check':<42} {'passed':>8}  ({args.scenes} fresh scenes through {args.url})")

@@ -9,15 +9,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import contract as C
 from . import tasks as T
 from . import world as W
 from .model import Config, VisionLLMv2Nano, normalize_image
 from .tokenizer import Tokenizer
 
-ROUTING_KINDS = ["[DET]", "[SEG]", "[GRD]", "[POSE]", "[GEN]", "[EDIT]"]
+ROUTING_KINDS = list(C.ROUTING)
 # Which query table each routing token splices in: DET/SEG/GRD share the perception table.
-TABLE_OF = {"[DET]": "perception", "[SEG]": "perception", "[GRD]": "perception", "[POSE]": "pose",
-            "[GEN]": "generation", "[EDIT]": "editing"}
+TABLE_OF = {token: entry["table"].removesuffix("_queries") for token, entry in C.ROUTING.items()}
 
 
 def expand_image(text: str, cfg: Config) -> str:
@@ -25,15 +25,16 @@ def expand_image(text: str, cfg: Config) -> str:
 
 
 def encode_turns(tok: Tokenizer, cfg: Config, turns: list[tuple[str, str]], with_last_answer: bool = True):
-    """Token ids and a per-token 'is assistant answer' flag, vicuna_v1 template."""
-    ids = tok.encode(T.SYSTEM)
+    """Token ids and a per-token 'is assistant answer' flag, through the manifest's chat template."""
+    ids = tok.encode(C.render_chat([]))
     labeled = [False] * len(ids)
     for i, (user, assistant) in enumerate(turns):
-        prompt = tok.encode(expand_image(f" USER: {user} ASSISTANT:", cfg))
+        asked, answered = C.turn_pieces(user, assistant)
+        prompt = tok.encode(expand_image(asked, cfg))
         ids += prompt
         labeled += [False] * len(prompt)
         if i < len(turns) - 1 or with_last_answer:
-            answer = tok.encode(f" {assistant}</s>")
+            answer = tok.encode(answered)
             ids += answer
             labeled += [True] * len(answer)
     return ids, labeled
@@ -88,7 +89,17 @@ def collate(tok: Tokenizer, cfg: Config, samples: list[T.Sample]) -> Batch:
         else:
             image_of_sample.append(-1)
     images = normalize_image(torch.stack(image_rows)) if image_rows else None
-    return Batch(ids, mask, targets, images, image_of_sample, torch.stack(regions) if regions else None, region_image, groups, samples)
+    return Batch(
+        ids,
+        mask,
+        targets,
+        images,
+        image_of_sample,
+        torch.stack(regions) if regions else None,
+        region_image,
+        groups,
+        samples,
+    )
 
 
 @dataclass
@@ -100,8 +111,12 @@ class Forward:
 
 
 def query_table(model: VisionLLMv2Nano, name: str) -> torch.Tensor:
-    return {"perception": model.perception_queries, "pose": model.pose_queries,
-            "generation": model.generation_queries, "editing": model.editing_queries}[name]
+    return {
+        "perception": model.perception_queries,
+        "pose": model.pose_queries,
+        "generation": model.generation_queries,
+        "editing": model.editing_queries,
+    }[name]
 
 
 def build_embeds(model: VisionLLMv2Nano, tok: Tokenizer, batch: Batch):

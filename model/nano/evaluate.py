@@ -25,11 +25,27 @@ from .model import Config, VisionLLMv2Nano
 from .tokenizer import Tokenizer
 
 EVAL_SEED = 900_000  # training streams are seeded from small integers; these never collide
-BARS = {"questions": 0.90, "region": 0.90, "detection": 0.85, "segmentation": 0.75, "grounding": 0.80,
-        "pose": 0.75, "generation": 0.70, "editing": 0.70}
-METRIC = {"questions": "exact answer accuracy", "region": "colour + kind accuracy", "detection": "AP50",
-          "segmentation": "mean mask IoU (missed = 0)", "grounding": "accuracy at IoU >= 0.5", "pose": "PCK @ 0.1 x height",
-          "generation": "exact objects, positions in the named third", "editing": "applied, rest unchanged (<= 6)"}
+BARS = {
+    "questions": 0.90,
+    "region": 0.90,
+    "detection": 0.85,
+    "segmentation": 0.75,
+    "grounding": 0.80,
+    "pose": 0.75,
+    "generation": 0.70,
+    "editing": 0.70,
+}
+METRIC = {
+    "questions": "exact answer accuracy",
+    "region": "colour + kind accuracy",
+    "detection": "AP50",
+    "segmentation": "mean mask IoU (missed = 0)",
+    "grounding": "accuracy at IoU >= 0.5",
+    "pose": "PCK @ 0.1 x height",
+    "generation": "exact objects, positions in the named third",
+    "editing": "applied, rest unchanged (<= 6)",
+}
+
 
 def norm(text: str) -> str:
     return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
@@ -91,7 +107,14 @@ def parse_scene(image: np.ndarray) -> tuple[str | None, list[dict]]:
             kind = "triangle"
         else:
             kind = "diamond"
-        objects.append({"color": color, "kind": kind, "center": (float(xs.mean()), float(ys.mean())), "box": (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)})
+        objects.append(
+            {
+                "color": color,
+                "kind": kind,
+                "center": (float(xs.mean()), float(ys.mean())),
+                "box": (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1),
+            }
+        )
     return bg_name, objects
 
 
@@ -138,7 +161,9 @@ class Evaluator:
             s = T.vqa(rng, split=self.split)
             q, a = s.turns[0][0].replace("<image>\n", ""), s.turns[0][1]
             result = self.ask(q, s.image)
-            ok = norm(result.text) == norm(a) or (norm(a) in ("yes", "no") and norm(result.text).split(" ")[:1] == [norm(a)])
+            ok = norm(result.text) == norm(a) or (
+                norm(a) in ("yes", "no") and norm(result.text).split(" ")[:1] == [norm(a)]
+            )
             correct += ok
             if len(examples) < 4:
                 examples.append({"q": q, "expected": a, "answer": result.text})
@@ -200,7 +225,9 @@ class Evaluator:
             q = s.turns[0][0].replace("<image>\n", "")
             result = self.ask(q, s.image)
             target = s.scene.objects[s.calls[0].targets[0]].box
-            pred = result.detections[0]["items"][0]["box"] if result.detections and result.detections[0]["items"] else None
+            pred = (
+                result.detections[0]["items"][0]["box"] if result.detections and result.detections[0]["items"] else None
+            )
             correct += pred is not None and box_iou(pred, target) >= 0.5
             if len(examples) < 3:
                 examples.append({"q": q, "answer": result.text})
@@ -283,8 +310,12 @@ def draw_sample(runner: Runner, path: str) -> str:
 
 EXPERTS_FIGURES = "model/experts/experts.json"
 HISTORY = "model/bundle-history.json"
-EXPERT_METRIC = {"detection": "detection_ap50", "segmentation": "segmentation_mask_iou", "grounding": "grounding_accuracy",
-                 "pose": "pose_pck"}
+EXPERT_METRIC = {
+    "detection": "detection_ap50",
+    "segmentation": "segmentation_mask_iou",
+    "grounding": "grounding_accuracy",
+    "pose": "pose_pck",
+}
 
 
 def evaluate_family(ev: Evaluator, family: str, scenes: int, card_dir: str | None) -> tuple[float, object]:
@@ -317,8 +348,15 @@ def rng_for(family: str, split: str) -> np.random.Generator:
     return np.random.default_rng(EVAL_SEED + list(BARS).index(family) + (0 if split == "heldout" else 50))
 
 
-def evaluate_and_write_card(model: VisionLLMv2Nano, tok: Tokenizer, bundle: str, scenes: int = 500,
-                            families: list[str] | None = None, part: str | None = None, train_scenes: int = 200) -> dict:
+def evaluate_and_write_card(
+    model: VisionLLMv2Nano,
+    tok: Tokenizer,
+    bundle: str,
+    scenes: int = 500,
+    families: list[str] | None = None,
+    part: str | None = None,
+    train_scenes: int = 200,
+) -> dict:
     """Evaluates `families` (default: all) with held-out wordings on `scenes` scenes each and with the
     training wordings on `train_scenes`, and writes the card. With `part`, writes only that part's
     results (card/eval-<part>.json); `merge_parts` then writes the card from all parts."""
@@ -340,8 +378,13 @@ def evaluate_and_write_card(model: VisionLLMv2Nano, tok: Tokenizer, bundle: str,
             if split == "heldout":
                 examples[family] = ex
             print(f"eval {split} {family}: {value:.3f} (bar {BARS[family]}) in {time.time() - t0:.0f} s", flush=True)
-    summary = {"scenes_per_family": scenes, "train_scenes_per_family": train_scenes, "results": results, "examples": examples,
-               "seconds": time.time() - started}
+    summary = {
+        "scenes_per_family": scenes,
+        "train_scenes_per_family": train_scenes,
+        "results": results,
+        "examples": examples,
+        "seconds": time.time() - started,
+    }
     if part is not None:
         with open(os.path.join(card_dir, f"eval-{part}.json"), "w") as f:
             json.dump(summary, f, indent=1)
@@ -382,26 +425,35 @@ def write_card(bundle: str, summary: dict, detection_text: str) -> None:
     held, train = results["heldout"], results["train"]
     rows = "\n".join(
         f"| {fam} | {METRIC[fam]} | **{figure(held.get(fam))}** | {figure(train.get(fam))} | "
-        f"{figure(experts.get(EXPERT_METRIC.get(fam, ''))) if fam in EXPERT_METRIC else '-'} | {figure(previous.get(fam))} | "
+        f"{figure(experts.get(EXPERT_METRIC.get(fam, ''))) if fam in EXPERT_METRIC else '-'} | "
+        f"{figure(previous.get(fam))} | "
         f">= {BARS[fam]:.2f} | {'met' if held.get(fam, 0) >= BARS[fam] else '**not met**'} |"
         for fam in BARS
     )
-    qa = "\n".join(f"- Q: {e['q']}  expected: {e['expected']}  model: {e['answer']}" for e in examples.get("questions", []))
-    asked = "\n".join(f"- {e['q']} -> {e['answer']}" for fam in ("detection", "segmentation", "grounding", "pose")
-                       for e in examples.get(fam, []))
+    qa = "\n".join(
+        f"- Q: {e['q']}  expected: {e['expected']}  model: {e['answer']}" for e in examples.get("questions", [])
+    )
+    asked = "\n".join(
+        f"- {e['q']} -> {e['answer']}"
+        for fam in ("detection", "segmentation", "grounding", "pose")
+        for e in examples.get(fam, [])
+    )
     c = manifest["config"]
     text = f"""# VisionLLM v2-nano — model card
 
 A miniature of VisionLLM v2 (same architecture and super link) on the nano world (`docs/NANO_WORLD.md`),
 built as the paper builds the full model: experts pretrained standalone, then joined to the LLM by the
-super link (`npm run model:train`; the recipe is in `docs/MODEL.md`; {manifest['model']['version']}).
+super link (`npm run model:train`; the recipe is in `docs/MODEL.md`;
+{manifest['model']['version']}).
 
-- Vision encoder: ViT, {c['image_size']} px, patch {c['patch']}, {c['vit_layers']} layers x {c['vit_dim']}; pretrained in stage 0 with the
-  experts (per-patch kind and colour probes: {figure(experts.get('vision_probe_accuracy'))} on held-out foreground patches), then frozen.
+- Vision encoder: ViT, {c['image_size']} px, patch {c['patch']}, {c['vit_layers']} layers x {c['vit_dim']};
+  pretrained in stage 0 with the experts (per-patch kind and colour probes:
+  {figure(experts.get('vision_probe_accuracy'))} on held-out foreground patches), then frozen.
   The LLM's image tokens and the region encoder also read the experts' shared convolutional trunk (a
   hybrid encoder, a departure): shape kinds were linearly separable in 57 % of objects from the ViT's
   features alone and in 100 % from the trunk's (`docs/MODEL.md`).
-- LLM: LLaMA architecture, {c['llm_layers']} layers x {c['llm_dim']}, {c['llm_heads']} heads, vocabulary {c['vocab_size']} (byte-level BPE).
+- LLM: LLaMA architecture, {c['llm_layers']} layers x {c['llm_dim']}, {c['llm_heads']} heads,
+  vocabulary {c['vocab_size']} (byte-level BPE).
   It has no text pretraining of its own, so a stage 4 (a departure) tunes it again on every family
   beside a small language corpus (`model/nano/language.py`), the stand-in for what Vicuna knows of
   English: statements that put synonyms in shared contexts ("To trace the discs is to outline them."),
@@ -424,7 +476,8 @@ super link (`npm run model:train`; the recipe is in `docs/MODEL.md`; {manifest['
 ## Evaluation
 
 Held-out seeds; {scenes} scenes per family with **held-out wordings** (frames, verbs, list forms and
-endings of the phrase grammar that training never saw), {summary.get('train_scenes_per_family', 0)} with the training wordings;
+endings of the phrase grammar that training never saw), {summary.get('train_scenes_per_family', 0)} with the
+training wordings;
 pose on half as many. Measured by `model/nano/evaluate.py` with the PyTorch reference runtime (the
 TypeScript runtime reproduces it: see the golden tests). "Expert alone" is the stage-0 expert asked
 with canonical phrases, no LLM (`model/experts/experts.json`); "previous" is the bundle this one
@@ -519,8 +572,15 @@ def main() -> None:
     if args.merge:
         merge_parts(model, tok, args.bundle)
     else:
-        evaluate_and_write_card(model, tok, args.bundle, args.scenes, args.families.split(",") if args.families else None, args.part,
-                                args.train_scenes)
+        evaluate_and_write_card(
+            model,
+            tok,
+            args.bundle,
+            args.scenes,
+            args.families.split(",") if args.families else None,
+            args.part,
+            args.train_scenes,
+        )
 
 
 if __name__ == "__main__":

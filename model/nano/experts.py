@@ -27,9 +27,39 @@ from .model import Config
 
 # Canonical phrase words: the experts' closed vocabulary (synonyms and wordings are the LLM's job).
 PHRASE_WORDS = [
-    "<pad>", "<unk>", "the", "a", "red", "green", "blue", "yellow", "purple", "circle", "square", "triangle", "diamond",
-    "object", "shape", "person", "biggest", "smallest", "leftmost", "rightmost", "at", "top", "bottom", "left", "right",
-    "of", "head", "neck", "shoulder", "hand", "hip", "knee", "foot",
+    "<pad>",
+    "<unk>",
+    "the",
+    "a",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "purple",
+    "circle",
+    "square",
+    "triangle",
+    "diamond",
+    "object",
+    "shape",
+    "person",
+    "biggest",
+    "smallest",
+    "leftmost",
+    "rightmost",
+    "at",
+    "top",
+    "bottom",
+    "left",
+    "right",
+    "of",
+    "head",
+    "neck",
+    "shoulder",
+    "hand",
+    "hip",
+    "knee",
+    "foot",
 ]
 MAX_PHRASE_WORDS = 8
 NMS_PENALTY = 30.0  # subtracted from a cell's logit when a neighbour scores higher (sigmoid -> ~0)
@@ -66,8 +96,12 @@ class Residual(nn.Module):
     def __init__(self, ch: int, dilation: int = 1):
         super().__init__()
         self.body = nn.Sequential(
-            nn.GroupNorm(8, ch), nn.GELU(), nn.Conv2d(ch, ch, 3, 1, dilation, dilation=dilation),
-            nn.GroupNorm(8, ch), nn.GELU(), nn.Conv2d(ch, ch, 3, 1, dilation, dilation=dilation),
+            nn.GroupNorm(8, ch),
+            nn.GELU(),
+            nn.Conv2d(ch, ch, 3, 1, dilation, dilation=dilation),
+            nn.GroupNorm(8, ch),
+            nn.GELU(),
+            nn.Conv2d(ch, ch, 3, 1, dilation, dilation=dilation),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +140,8 @@ class Conditioned(nn.Module):
         self.token = nn.Linear(c.link_dim, width)
         self.pos = nn.Parameter(torch.randn(1, c.grid * c.grid, width) * 0.02)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(width, 4, width * 2, dropout=0.0, batch_first=True, norm_first=True) for _ in range(layers)
+            nn.TransformerEncoderLayer(width, 4, width * 2, dropout=0.0, batch_first=True, norm_first=True)
+            for _ in range(layers)
         )
 
     def forward(self, f16: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -185,7 +220,9 @@ class PerceptionExpert(nn.Module):
     def heads(self, feats, rows: torch.Tensor, embedding: torch.Tensor):
         """Per phrase (its image row in `feats`) -> raw cell logits [N,P], boxes [N,P,4]."""
         tokens = self.cond(feats[0][rows], embedding)
-        logits = torch.einsum("npd,nd->np", self.q_score(tokens), self.c_score(embedding)) * self.scale + self.score_bias
+        logits = (
+            torch.einsum("npd,nd->np", self.q_score(tokens), self.c_score(embedding)) * self.scale + self.score_bias
+        )
         return logits, decode_boxes(self.box(tokens), self.grid)
 
     def forward(self, pixel_values, vision_levels, class_embedding):
@@ -245,6 +282,8 @@ class PoseExpert(nn.Module):
 
     def forward(self, pixel_values, vision_levels, person_embedding, keypoint_embeddings):
         rows = torch.arange(pixel_values.shape[0])
-        logits, boxes, reg, heat = self.heads(self.features(pixel_values, vision_levels), rows, person_embedding, keypoint_embeddings)
+        logits, boxes, reg, heat = self.heads(
+            self.features(pixel_values, vision_levels), rows, person_embedding, keypoint_embeddings
+        )
         keypoints, scores = self.refine(reg, heat)
         return peaks_only(logits, self.grid), boxes, keypoints, scores

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from . import batching as B
-from . import tasks as T
+from . import contract as C
 from . import world as W
 from .infer import Runner, initial_noise, sample_image
 from .model import IMAGE_MEAN, IMAGE_STD, SMOKE, Config, VisionLLMv2Nano
@@ -62,13 +62,6 @@ def store_half(path: str) -> None:
     graph.node.extend(nodes)
     onnx.checker.check_model(model)
     onnx.save(model, path)
-CHAT_TEMPLATE = (
-    "{{ system_prompt }}"
-    "{% for message in messages %}"
-    "{% if message.role == 'user' %} USER: {{ message.content }} ASSISTANT:"
-    "{% elif message.role == 'assistant' %} {{ message.content }}</s>{% endif %}"
-    "{% endfor %}"
-)
 
 
 class LLMExport(torch.nn.Module):
@@ -127,48 +120,133 @@ def graph_specs(model: VisionLLMv2Nano) -> dict:
     region_mask = torch.zeros(1, 1, c.image_size, c.image_size)
     region_mask[..., 40:70, 30:60] = 1
     return {
-        "vision_encoder": (Call(model.vision), (pixels,), ["pixel_values"], ["image_features", "vision_levels"],
-                           {"pixel_values": {0: "batch"}, "image_features": {0: "batch"}, "vision_levels": {0: "batch"}}),
-        "projector": (Call(model.projector), (rnd(1, c.grid * c.grid, c.expert_width),), ["image_features"], ["image_embeds"],
-                      {"image_features": {0: "batch"}, "image_embeds": {0: "batch"}}),
-        "region_encoder": (Call(model.region), (pixels, region_mask, levels), ["pixel_values", "region_mask", "vision_levels"],
-                           ["region_embeds"], {k: {0: "batch"} for k in ["pixel_values", "region_mask", "vision_levels", "region_embeds"]}),
-        "llm": (LLMExport(model.llm, c.llm_layers),
-                (rnd(1, 5, d), torch.ones(1, 8, dtype=torch.long), torch.arange(3, 8)[None], *past),
-                ["inputs_embeds", "attention_mask", "position_ids", *past_names],
-                ["logits", "last_hidden_state", *present_names],
-                {"inputs_embeds": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "total_sequence"},
-                 "position_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"},
-                 "last_hidden_state": {0: "batch", 1: "sequence"}, **dyn_past, **dyn_present}),
-        "llm_decode": (LLMDecodeExport(model.llm), (rnd(3, 1, d), slot_mask, slot_lengths[:, None], *slot_past),
-                       ["inputs_embeds", "attention_mask", "position_ids", *past_names],
-                       ["logits", "last_hidden_state", *new_names],
-                       {"inputs_embeds": {0: "batch"}, "attention_mask": {0: "batch", 1: "cache"}, "position_ids": {0: "batch"},
-                        "logits": {0: "batch"}, "last_hidden_state": {0: "batch"},
-                        **{n: {0: "batch", 2: "cache"} for n in past_names}, **{n: {0: "batch"} for n in new_names}}),
-        "superlink_perception": (Call(model.perception_link), (rnd(2, c.perception_queries, d),), ["query_states"], ["class_embeddings"],
-                                 {"query_states": {0: "groups"}, "class_embeddings": {0: "groups"}}),
-        "superlink_pose": (Call(model.pose_link), (rnd(2, c.perception_queries, d),), ["query_states"], ["class_embeddings"],
-                           {"query_states": {0: "groups"}, "class_embeddings": {0: "groups"}}),
-        "superlink_generation": (Call(model.generation_link), (rnd(1, c.gen_queries, d),), ["query_states"], ["conditioning"],
-                                 {"query_states": {0: "batch"}, "conditioning": {0: "batch"}}),
-        "superlink_editing": (Call(model.editing_link), (rnd(1, c.gen_queries, d),), ["query_states"], ["conditioning"],
-                              {"query_states": {0: "batch"}, "conditioning": {0: "batch"}}),
-        "perception_decoder": (Call(model.perception_decoder), (pixels, levels, rnd(1, c.link_dim)),
-                               ["pixel_values", "vision_levels", "class_embedding"], ["pred_logits", "pred_boxes", "pred_masks"],
-                               {k: {0: "batch"} for k in ["pixel_values", "vision_levels", "class_embedding", "pred_logits", "pred_boxes", "pred_masks"]}),
-        "pose_decoder": (Call(model.pose_decoder), (pixels, levels, rnd(1, c.link_dim), rnd(1, c.num_keypoints, c.link_dim)),
-                         ["pixel_values", "vision_levels", "person_embedding", "keypoint_embeddings"],
-                         ["pred_logits", "pred_boxes", "pred_keypoints", "keypoint_scores"],
-                         {k: {0: "batch"} for k in ["pixel_values", "vision_levels", "person_embedding", "keypoint_embeddings",
-                                                     "pred_logits", "pred_boxes", "pred_keypoints", "keypoint_scores"]}),
-        "generator": (Call(model.generator), (rnd(1, 3, c.gen_res, c.gen_res), torch.tensor([0.3]), rnd(1, c.gen_queries, c.gen_dim)),
-                      ["sample", "timestep", "conditioning"], ["velocity"],
-                      {k: {0: "batch"} for k in ["sample", "timestep", "conditioning", "velocity"]}),
-        "editor": (Call(model.editor), (rnd(1, 3, c.gen_res, c.gen_res), torch.tensor([0.3]), rnd(1, c.gen_queries, c.gen_dim),
-                                        rnd(1, 3, c.gen_res, c.gen_res)),
-                   ["sample", "timestep", "conditioning", "source_image"], ["velocity"],
-                   {k: {0: "batch"} for k in ["sample", "timestep", "conditioning", "source_image", "velocity"]}),
+        "vision_encoder": (
+            Call(model.vision),
+            (pixels,),
+            ["pixel_values"],
+            ["image_features", "vision_levels"],
+            {"pixel_values": {0: "batch"}, "image_features": {0: "batch"}, "vision_levels": {0: "batch"}},
+        ),
+        "projector": (
+            Call(model.projector),
+            (rnd(1, c.grid * c.grid, c.expert_width),),
+            ["image_features"],
+            ["image_embeds"],
+            {"image_features": {0: "batch"}, "image_embeds": {0: "batch"}},
+        ),
+        "region_encoder": (
+            Call(model.region),
+            (pixels, region_mask, levels),
+            ["pixel_values", "region_mask", "vision_levels"],
+            ["region_embeds"],
+            {k: {0: "batch"} for k in ["pixel_values", "region_mask", "vision_levels", "region_embeds"]},
+        ),
+        "llm": (
+            LLMExport(model.llm, c.llm_layers),
+            (rnd(1, 5, d), torch.ones(1, 8, dtype=torch.long), torch.arange(3, 8)[None], *past),
+            ["inputs_embeds", "attention_mask", "position_ids", *past_names],
+            ["logits", "last_hidden_state", *present_names],
+            {
+                "inputs_embeds": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "total_sequence"},
+                "position_ids": {0: "batch", 1: "sequence"},
+                "logits": {0: "batch", 1: "sequence"},
+                "last_hidden_state": {0: "batch", 1: "sequence"},
+                **dyn_past,
+                **dyn_present,
+            },
+        ),
+        "llm_decode": (
+            LLMDecodeExport(model.llm),
+            (rnd(3, 1, d), slot_mask, slot_lengths[:, None], *slot_past),
+            ["inputs_embeds", "attention_mask", "position_ids", *past_names],
+            ["logits", "last_hidden_state", *new_names],
+            {
+                "inputs_embeds": {0: "batch"},
+                "attention_mask": {0: "batch", 1: "cache"},
+                "position_ids": {0: "batch"},
+                "logits": {0: "batch"},
+                "last_hidden_state": {0: "batch"},
+                **{n: {0: "batch", 2: "cache"} for n in past_names},
+                **{n: {0: "batch"} for n in new_names},
+            },
+        ),
+        "superlink_perception": (
+            Call(model.perception_link),
+            (rnd(2, c.perception_queries, d),),
+            ["query_states"],
+            ["class_embeddings"],
+            {"query_states": {0: "groups"}, "class_embeddings": {0: "groups"}},
+        ),
+        "superlink_pose": (
+            Call(model.pose_link),
+            (rnd(2, c.perception_queries, d),),
+            ["query_states"],
+            ["class_embeddings"],
+            {"query_states": {0: "groups"}, "class_embeddings": {0: "groups"}},
+        ),
+        "superlink_generation": (
+            Call(model.generation_link),
+            (rnd(1, c.gen_queries, d),),
+            ["query_states"],
+            ["conditioning"],
+            {"query_states": {0: "batch"}, "conditioning": {0: "batch"}},
+        ),
+        "superlink_editing": (
+            Call(model.editing_link),
+            (rnd(1, c.gen_queries, d),),
+            ["query_states"],
+            ["conditioning"],
+            {"query_states": {0: "batch"}, "conditioning": {0: "batch"}},
+        ),
+        "perception_decoder": (
+            Call(model.perception_decoder),
+            (pixels, levels, rnd(1, c.link_dim)),
+            ["pixel_values", "vision_levels", "class_embedding"],
+            ["pred_logits", "pred_boxes", "pred_masks"],
+            {
+                k: {0: "batch"}
+                for k in ["pixel_values", "vision_levels", "class_embedding", "pred_logits", "pred_boxes", "pred_masks"]
+            },
+        ),
+        "pose_decoder": (
+            Call(model.pose_decoder),
+            (pixels, levels, rnd(1, c.link_dim), rnd(1, c.num_keypoints, c.link_dim)),
+            ["pixel_values", "vision_levels", "person_embedding", "keypoint_embeddings"],
+            ["pred_logits", "pred_boxes", "pred_keypoints", "keypoint_scores"],
+            {
+                k: {0: "batch"}
+                for k in [
+                    "pixel_values",
+                    "vision_levels",
+                    "person_embedding",
+                    "keypoint_embeddings",
+                    "pred_logits",
+                    "pred_boxes",
+                    "pred_keypoints",
+                    "keypoint_scores",
+                ]
+            },
+        ),
+        "generator": (
+            Call(model.generator),
+            (rnd(1, 3, c.gen_res, c.gen_res), torch.tensor([0.3]), rnd(1, c.gen_queries, c.gen_dim)),
+            ["sample", "timestep", "conditioning"],
+            ["velocity"],
+            {k: {0: "batch"} for k in ["sample", "timestep", "conditioning", "velocity"]},
+        ),
+        "editor": (
+            Call(model.editor),
+            (
+                rnd(1, 3, c.gen_res, c.gen_res),
+                torch.tensor([0.3]),
+                rnd(1, c.gen_queries, c.gen_dim),
+                rnd(1, 3, c.gen_res, c.gen_res),
+            ),
+            ["sample", "timestep", "conditioning", "source_image"],
+            ["velocity"],
+            {k: {0: "batch"} for k in ["sample", "timestep", "conditioning", "source_image", "velocity"]},
+        ),
     }
 
 
@@ -178,8 +256,12 @@ def check_decode_step(llm, args) -> None:
     logits, _, new = llm.decode_step(embeds, mask, positions, past)
     for row in range(embeds.shape[0]):
         n = int(mask[row].sum())
-        ref_logits, _, present = llm(embeds[row : row + 1], torch.ones(1, n + 1, dtype=torch.long), positions[row : row + 1],
-                                     [t[row : row + 1, :, :n] for t in past])
+        ref_logits, _, present = llm(
+            embeds[row : row + 1],
+            torch.ones(1, n + 1, dtype=torch.long),
+            positions[row : row + 1],
+            [t[row : row + 1, :, :n] for t in past],
+        )
         assert (logits[row] - ref_logits[0]).abs().max() < 1e-4, "decode step differs from the forward pass"
         assert (new[0][row] - present[0][0, :, n:]).abs().max() < 1e-5, "decode step's new key differs"
 
@@ -213,7 +295,9 @@ def golden_dir_of(bundle: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(bundle)), "golden")
 
 
-def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool = True, history_plot: str | None = None) -> None:
+def export_bundle(
+    model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool = True, history_plot: str | None = None
+) -> None:
     model.eval()
     # The tracer refuses weights that require grad when a graph reads them without owning them (the
     # experts' trunk inside the vision and region graphs), and no export needs gradients.
@@ -236,8 +320,17 @@ def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool
             # nn.MultiheadAttention's eval fast path has no ONNX symbolic; train mode takes the
             # composite path, and the model has no dropout or batch norm, so the graph is the same.
             module.train()
-            torch.onnx.export(module, args, path, input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
-                              opset_version=OPSET, do_constant_folding=True, training=torch.onnx.TrainingMode.PRESERVE)
+            torch.onnx.export(
+                module,
+                args,
+                path,
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_axes=dynamic,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                training=torch.onnx.TrainingMode.PRESERVE,
+            )
             module.eval()
             if name in HALF_STORED:
                 store_half(path)
@@ -261,41 +354,72 @@ def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool
                     check["outputs"][n] = {"file": fname, **write_tensor(os.path.join(gold, fname), t)}
                 graph_checks[name] = check
     tables = {}
-    for name, tensor in {"embed_tokens": model.llm.embed_tokens.weight, "perception_queries": model.perception_queries,
-                         "pose_queries": model.pose_queries, "generation_queries": model.generation_queries,
-                         "editing_queries": model.editing_queries}.items():
-        tables[name] = {"file": f"tables/{name}.bin", **write_tensor(os.path.join(out, "tables", f"{name}.bin"), tensor)}
+    for name, tensor in {
+        "embed_tokens": model.llm.embed_tokens.weight,
+        "perception_queries": model.perception_queries,
+        "pose_queries": model.pose_queries,
+        "generation_queries": model.generation_queries,
+        "editing_queries": model.editing_queries,
+    }.items():
+        tables[name] = {
+            "file": f"tables/{name}.bin",
+            **write_tensor(os.path.join(out, "tables", f"{name}.bin"), tensor),
+        }
     tok.save(os.path.join(out, "tokenizer.json"))
     if golden:
         write_golden(model, tok, gold, graph_checks)
     manifest = {
         "format": "visionllm-bundle",
         "format_version": 1,
-        "model": {"id": "visionllm-v2-nano", "version": "1.0.0", "architecture": "visionllm-v2",
-                  "description": "VisionLLM v2-nano, trained on the nano world (NANO_WORLD.md v1)"},
+        "model": {
+            "id": "visionllm-v2-nano",
+            "version": "1.0.0",
+            "architecture": "visionllm-v2",
+            "description": "VisionLLM v2-nano, trained on the nano world (NANO_WORLD.md v1)",
+        },
         "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in c.to_dict().items()},
-        "preprocessing": {"image_size": c.image_size, "resize": "bilinear", "mean": list(IMAGE_MEAN), "std": list(IMAGE_STD),
-                          "channel_order": "rgb", "layout": "nchw"},
+        "preprocessing": {
+            "image_size": c.image_size,
+            "resize": "bilinear",
+            "mean": list(IMAGE_MEAN),
+            "std": list(IMAGE_STD),
+            "channel_order": "rgb",
+            "layout": "nchw",
+        },
         "tokenizer": {"file": "tokenizer.json", "eos_token": "</s>", "pad_token": "<pad>"},
-        "chat_template": CHAT_TEMPLATE,
-        "system_prompt": T.SYSTEM,
-        "special_tokens": {"image": "<image>", "image_start": "<im_start>", "image_patch": "<im_patch>", "image_end": "<im_end>",
-                           "region": "<region>", "region_start": "<reg>", "region_end": "</reg>"},
+        "chat_template": C.CHAT_TEMPLATE,
+        "system_prompt": C.SYSTEM_PROMPT,
+        "special_tokens": {
+            "image": "<image>",
+            "image_start": "<im_start>",
+            "image_patch": "<im_patch>",
+            "image_end": "<im_end>",
+            "region": "<region>",
+            "region_start": "<reg>",
+            "region_end": "</reg>",
+        },
         "image_tokens": c.image_tokens,
         "query_tokens": [t for t in SPECIAL_TOKENS if t.startswith("[EMB")],
-        "routing": {
-            "[DET]": {"table": "perception_queries", "link": "superlink_perception", "task": "detection"},
-            "[SEG]": {"table": "perception_queries", "link": "superlink_perception", "task": "segmentation"},
-            "[GRD]": {"table": "perception_queries", "link": "superlink_perception", "task": "grounding"},
-            "[POSE]": {"table": "pose_queries", "link": "superlink_pose", "task": "pose"},
-            "[GEN]": {"table": "generation_queries", "link": "superlink_generation", "task": "generation"},
-            "[EDIT]": {"table": "editing_queries", "link": "superlink_editing", "task": "editing"},
+        "routing": C.ROUTING,
+        "keypoints": {
+            "names": W.KEYPOINTS,
+            "skeleton": [[W.KEYPOINTS.index(a), W.KEYPOINTS.index(b)] for a, b in W.SKELETON],
         },
-        "keypoints": {"names": W.KEYPOINTS, "skeleton": [[W.KEYPOINTS.index(a), W.KEYPOINTS.index(b)] for a, b in W.SKELETON]},
-        "postprocess": {"score_threshold": 0.3, "mask_threshold": 0.0, "edit_delta_threshold": 0.15},
+        "postprocess": C.POSTPROCESS,
         "generation": {"resolution": c.gen_res, "steps": 20, "output_size": 128, "noise": "mulberry32-box-muller"},
         "limits": {"max_context": c.max_positions, "max_images": 1, "max_regions": 4, "max_new_tokens": 512},
-        "tasks": ["chat", "vqa", "caption", "region", "detection", "segmentation", "grounding", "pose", "generation", "editing"],
+        "tasks": [
+            "chat",
+            "vqa",
+            "caption",
+            "region",
+            "detection",
+            "segmentation",
+            "grounding",
+            "pose",
+            "generation",
+            "editing",
+        ],
         "graphs": graphs,
         "tables": tables,
     }
@@ -308,13 +432,17 @@ def export_bundle(model: VisionLLMv2Nano, tok: Tokenizer, out: str, golden: bool
                 continue
             files[rel] = {"sha256": sha256(full), "bytes": os.path.getsize(full)}
     manifest["files"] = dict(sorted(files.items()))
+    C.validate_manifest(manifest)
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
     if history_plot and os.path.exists(history_plot):
         os.makedirs(os.path.join(out, "card"), exist_ok=True)
         shutil.copy(history_plot, os.path.join(out, "card", "loss_curves.png"))
     total = sum(v["bytes"] for v in files.values())
-    print(f"bundle written to {out}: {len(files)} files, {total / 1e6:.1f} MB" + (f"; golden references in {gold}" if golden else ""))
+    print(
+        f"bundle written to {out}: {len(files)} files, {total / 1e6:.1f} MB"
+        + (f"; golden references in {gold}" if golden else "")
+    )
 
 
 GOLDEN_CASES = [
@@ -358,9 +486,16 @@ def write_golden(model: VisionLLMv2Nano, tok: Tokenizer, out: str, graph_checks:
             "generated_ids": result.token_ids,
             "text": result.text,
             "groups": [{"routing": g.routing, "label": g.label} for g in result.groups],
-            "detections": [{"routing": d["routing"], "label": d["label"],
-                            "items": [{"score": it["score"], "box": it["box"], "mask": pack_mask(it["mask"])} for it in d["items"]]}
-                           for d in result.detections],
+            "detections": [
+                {
+                    "routing": d["routing"],
+                    "label": d["label"],
+                    "items": [
+                        {"score": it["score"], "box": it["box"], "mask": pack_mask(it["mask"])} for it in d["items"]
+                    ],
+                }
+                for d in result.detections
+            ],
             "poses": result.poses,
             "seed": seed,
         }
@@ -385,13 +520,29 @@ def write_golden(model: VisionLLMv2Nano, tok: Tokenizer, out: str, graph_checks:
             edit = task == "editing"
             cond = (model.editing_link if edit else model.generation_link)(states)
             low = B.downsample_image(source, model.c.gen_res)[None] if edit else None
-            image = sample_image(model.editor if edit else model.generator, cond, model.c.gen_res, 3, low, source if edit else None)
-            image_checks.append({"task": task, "seed": 3, "query_states": states.flatten().tolist(),
-                                 "source_png": png_b64(source) if edit else None, "output_png": png_b64(image)})
+            image = sample_image(
+                model.editor if edit else model.generator, cond, model.c.gen_res, 3, low, source if edit else None
+            )
+            image_checks.append(
+                {
+                    "task": task,
+                    "seed": 3,
+                    "query_states": states.flatten().tolist(),
+                    "source_png": png_b64(source) if edit else None,
+                    "output_png": png_b64(image),
+                }
+            )
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "golden.json"), "w") as f:
-        json.dump({"cases": cases, "graphs": graph_checks, "image_checks": image_checks,
-                   "tolerance": {"graph_abs": 1e-4, "logits_abs": 1e-3}}, f)
+        json.dump(
+            {
+                "cases": cases,
+                "graphs": graph_checks,
+                "image_checks": image_checks,
+                "tolerance": {"graph_abs": 1e-4, "logits_abs": 1e-3},
+            },
+            f,
+        )
 
 
 def main() -> None:
@@ -404,7 +555,9 @@ def main() -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="model/.runs/full", help="training folder with checkpoint.pt and tokenizer.json")
+    parser.add_argument(
+        "--out", default="model/.runs/full", help="training folder with checkpoint.pt and tokenizer.json"
+    )
     parser.add_argument("--bundle", default="model/bundle")
     parser.add_argument("--config", choices=["full", "smoke"], default="full")
     args = parser.parse_args()

@@ -19,28 +19,85 @@ import numpy as np
 
 Split = str  # "train" | "heldout"
 
-COLOR_WORDS = {"red": ["red"], "green": ["green"], "blue": ["blue"], "yellow": ["yellow"], "purple": ["purple", "violet"]}
-KIND_WORDS = {"circle": ["circle", "disc"], "square": ["square"], "triangle": ["triangle"], "diamond": ["diamond", "rhombus"]}
+COLOR_WORDS = {
+    "red": ["red"],
+    "green": ["green"],
+    "blue": ["blue"],
+    "yellow": ["yellow"],
+    "purple": ["purple", "violet"],
+}
+KIND_WORDS = {
+    "circle": ["circle", "disc"],
+    "square": ["square"],
+    "triangle": ["triangle"],
+    "diamond": ["diamond", "rhombus"],
+}
 PERSON_WORDS = ["person", "figure", "stick figure", "human"]
 SHAPE_WORDS = ["shape", "geometric shape"]
 OBJECT_WORDS = ["object", "thing", "item"]
-BACKGROUND_WORDS = {"white": ["white"], "grey": ["grey", "gray"], "beige": ["beige"], "pale blue": ["pale blue", "light blue"]}
+BACKGROUND_WORDS = {
+    "white": ["white"],
+    "grey": ["grey", "gray"],
+    "beige": ["beige"],
+    "pale blue": ["pale blue", "light blue"],
+}
 
 # Each slot: (training values, held-out values).
 SLOTS: dict[str, tuple[list[str], list[str]]] = {
-    "polite": (["", "", "please ", "could you ", "can you ", "would you ", "kindly ", "hey, ", "I need you to ", "go ahead and "],
-               ["would you mind helping me and ", "I'd like you to "]),
-    "ending": (["", "", " in the image", " in this picture", " here", " for me", ", please", " in the photo"],
-               [" in this scene", ", thank you"]),
-    "det_verb": (["detect", "find", "locate", "show", "mark", "identify", "point out", "look for", "draw boxes around", "highlight"],
-                 ["spot", "pick out"]),
-    "seg_verb": (["segment", "outline", "give masks for", "mask", "draw the outline of", "separate out", "delineate"],
-                 ["trace", "cut out"]),
-    "grd_verb": (["find", "locate", "show me", "point out", "ground", "where is", "highlight", "mark"],
-                 ["spot", "pick out"]),
+    "polite": (
+        [
+            "",
+            "",
+            "please ",
+            "could you ",
+            "can you ",
+            "would you ",
+            "kindly ",
+            "hey, ",
+            "I need you to ",
+            "go ahead and ",
+        ],
+        ["would you mind helping me and ", "I'd like you to "],
+    ),
+    "ending": (
+        ["", "", " in the image", " in this picture", " here", " for me", ", please", " in the photo"],
+        [" in this scene", ", thank you"],
+    ),
+    "det_verb": (
+        [
+            "detect",
+            "find",
+            "locate",
+            "show",
+            "mark",
+            "identify",
+            "point out",
+            "look for",
+            "draw boxes around",
+            "highlight",
+        ],
+        ["spot", "pick out"],
+    ),
+    "seg_verb": (
+        ["segment", "outline", "give masks for", "mask", "draw the outline of", "separate out", "delineate"],
+        ["trace", "cut out"],
+    ),
+    "grd_verb": (
+        ["find", "locate", "show me", "point out", "ground", "where is", "highlight", "mark"],
+        ["spot", "pick out"],
+    ),
     "quant": (["every", "each", "all the", "all", "the", "any"], ["all of the"]),
-    "pose_verb": (["estimate the pose of", "detect the keypoints of", "find the body keypoints of", "give me the skeleton of",
-                   "locate the joints of", "show the pose of"], ["track the limbs of", "mark the joints of"]),
+    "pose_verb": (
+        [
+            "estimate the pose of",
+            "detect the keypoints of",
+            "find the body keypoints of",
+            "give me the skeleton of",
+            "locate the joints of",
+            "show the pose of",
+        ],
+        ["track the limbs of", "mark the joints of"],
+    ),
     "draw_verb": (["draw", "generate", "create", "make", "paint", "render", "produce"], ["sketch", "depict"]),
 }
 
@@ -145,16 +202,82 @@ def category_list(rng: np.random.Generator, categories: list[str], split: Split)
 # Chatter around a request in training only: greetings, context and thanks that carry no task, so the
 # model learns that the verb and the categories decide the task, not the words around them (held-out
 # frames are new words around known ones). None of it is a held-out element.
-CHATTER_BEFORE = ["Hi! ", "Hello, ", "Quick question: ", "Okay, ", "So ", "Hey there, ", "Look at this image. ",
-                  "I have an image. ", "Here is a picture. ", "For my project, ", "Quick one: ", "Ok so ", "Now, ",
-                  "Next: ", "One more thing: ", "Good morning! ", "Simple request: "]
-CHATTER_AFTER = [" Thanks!", " Thanks in advance.", " Be precise.", " Cheers.", " :)", " Much appreciated.", " Thx",
-                 " No rush.", " Ty!"]
+CHATTER_BEFORE = [
+    "Hi! ",
+    "Hello, ",
+    "Quick question: ",
+    "Okay, ",
+    "So ",
+    "Hey there, ",
+    "Look at this image. ",
+    "I have an image. ",
+    "Here is a picture. ",
+    "For my project, ",
+    "Quick one: ",
+    "Ok so ",
+    "Now, ",
+    "Next: ",
+    "One more thing: ",
+    "Good morning! ",
+    "Simple request: ",
+]
+CHATTER_AFTER = [
+    " Thanks!",
+    " Thanks in advance.",
+    " Be precise.",
+    " Cheers.",
+    " :)",
+    " Much appreciated.",
+    " Thx",
+    " No rush.",
+    " Ty!",
+]
+
+
+# Words people drop into a request that change nothing ("can you just find ..."), in training only: a
+# request with a word the model has never seen in that place ("can you help me find ...") then still
+# reads as the request it is, instead of as the nearest frame with the same first words.
+INTERJECTIONS = [
+    "just",
+    "also",
+    "now",
+    "quickly",
+    "maybe",
+    "actually",
+    "simply",
+    "really",
+    "kindly",
+    "perhaps",
+    "real quick",
+    "again",
+    "first",
+]
+
+
+def interject(rng: np.random.Generator, text: str) -> str:
+    """An interjection before the request's verb, if it has one after its first word."""
+    words = text.split(" ")
+    if len(words) < 3:
+        return text
+    verbs = {
+        v.split()[0] for name in ("det_verb", "seg_verb", "grd_verb", "pose_verb", "draw_verb") for v in SLOTS[name][0]
+    }
+    before_verb = [
+        i
+        for i, w in enumerate(words[1:], start=1)
+        if w.lower() in verbs | {"tell", "count", "check", "describe", "name"}
+    ]
+    if not before_verb:
+        return text
+    at = before_verb[0]
+    return " ".join(words[:at] + [pick(rng, INTERJECTIONS)] + words[at:])
 
 
 def finish(rng: np.random.Generator, text: str, question: bool, split: Split = "heldout") -> str:
     """Capitalise, punctuate and case as people type (with chatter around it in training)."""
     text = text.strip()
+    if split == "train" and rng.random() < 0.2:
+        text = interject(rng, text)
     if split == "train" and rng.random() < 0.25:
         text = pick(rng, CHATTER_BEFORE) + text[0].lower() + text[1:]
     text = text[0].upper() + text[1:]
@@ -175,7 +298,9 @@ def finish(rng: np.random.Generator, text: str, question: bool, split: Split = "
 
 def upper_outside_tags(text: str) -> str:
     """Shouting, but "<reg>region1<region></reg>" stays a region reference (tags are case-sensitive)."""
-    return "".join(part if part.startswith("<") else part.upper() for part in re.split(r"(<reg>.*?</reg>|<[^>]*>)", text))
+    return "".join(
+        part if part.startswith("<") else part.upper() for part in re.split(r"(<reg>.*?</reg>|<[^>]*>)", text)
+    )
 
 
 def frame(rng: np.random.Generator, frames: tuple[list[str], list[str]], split: Split) -> str:
@@ -185,11 +310,23 @@ def frame(rng: np.random.Generator, frames: tuple[list[str], list[str]], split: 
 
 
 PERCEPTION_FRAMES = (
-    ["{polite}{verb} {list}{ending}", "{verb} {list}", "{list}: {verb} them{ending}", "{polite}{verb} {list}",
-     "I want you to {verb} {list}{ending}", "Your task: {verb} {list}{ending}", "{list} -- {verb} them{ending}",
-     "Please {verb} {list} for me", "Let's {verb} {list}{ending}", "We need to {verb} {list}{ending}",
-     "My request is simple: {verb} {list}{ending}", "In this image, {verb} {list}", "Go ahead, {verb} {list}{ending}",
-     "Could you please {verb} {list}{ending}", "Task for you: {verb} {list}"],
+    [
+        "{polite}{verb} {list}{ending}",
+        "{verb} {list}",
+        "{list}: {verb} them{ending}",
+        "{polite}{verb} {list}",
+        "I want you to {verb} {list}{ending}",
+        "Your task: {verb} {list}{ending}",
+        "{list} -- {verb} them{ending}",
+        "Please {verb} {list} for me",
+        "Let's {verb} {list}{ending}",
+        "We need to {verb} {list}{ending}",
+        "My request is simple: {verb} {list}{ending}",
+        "In this image, {verb} {list}",
+        "Go ahead, {verb} {list}{ending}",
+        "Could you please {verb} {list}{ending}",
+        "Task for you: {verb} {list}",
+    ],
     ["Would it be possible to {verb} {list}{ending}", "Help me {verb} {list}{ending}", "Time to {verb} {list}{ending}"],
 )
 DETECTION_QUESTIONS = (
@@ -204,117 +341,267 @@ def detection_request(rng: np.random.Generator, categories: list[str], split: Sp
         q = frame(rng, DETECTION_QUESTIONS, split).format(list=listed, ending=slot(rng, "ending", split))
         return finish(rng, q, question=True, split=split)
     verb = slot(rng, "seg_verb" if seg else "det_verb", split)
-    text = frame(rng, PERCEPTION_FRAMES, split).format(polite=slot(rng, "polite", split), verb=verb, list=listed,
-                                                       ending=slot(rng, "ending", split))
+    text = frame(rng, PERCEPTION_FRAMES, split).format(
+        polite=slot(rng, "polite", split), verb=verb, list=listed, ending=slot(rng, "ending", split)
+    )
     return finish(rng, text, question=text.lower().startswith(("could", "can", "would")), split=split)
 
 
 GROUNDING_FRAMES = (
-    ["{polite}{verb} {expr}{ending}", "Where is {expr}{ending}", "Which one is {expr}{ending}", "{expr}: where is it{ending}",
-     "Give me the box of {expr}{ending}", "I'm looking for {expr}{ending}", "Show {expr}{ending}",
-     "Which object is {expr}{ending}", "Please {verb} {expr} for me", "I need the location of {expr}{ending}",
-     "Do you know where {expr} is{ending}", "Box {expr}{ending}", "Let's {verb} {expr}{ending}"],
+    [
+        "{polite}{verb} {expr}{ending}",
+        "Where is {expr}{ending}",
+        "Which one is {expr}{ending}",
+        "{expr}: where is it{ending}",
+        "Give me the box of {expr}{ending}",
+        "I'm looking for {expr}{ending}",
+        "Show {expr}{ending}",
+        "Which object is {expr}{ending}",
+        "Please {verb} {expr} for me",
+        "I need the location of {expr}{ending}",
+        "Do you know where {expr} is{ending}",
+        "Box {expr}{ending}",
+        "Let's {verb} {expr}{ending}",
+    ],
     ["Can you help me find {expr}{ending}", "Where exactly is {expr}{ending}", "Tell me where {expr} sits{ending}"],
 )
 
 
 def grounding_request(rng: np.random.Generator, expression: str, split: Split) -> str:
     verb = slot(rng, "grd_verb", split)
-    text = frame(rng, GROUNDING_FRAMES, split).format(polite=slot(rng, "polite", split) if verb != "where is" else "", verb=verb,
-                                                      expr=surface_expression(rng, expression), ending=slot(rng, "ending", split))
-    return finish(rng, text, question=text.lower().startswith(("where", "which", "could", "can", "would", "tell")), split=split)
+    text = frame(rng, GROUNDING_FRAMES, split).format(
+        polite=slot(rng, "polite", split) if verb != "where is" else "",
+        verb=verb,
+        expr=surface_expression(rng, expression),
+        ending=slot(rng, "ending", split),
+    )
+    return finish(
+        rng, text, question=text.lower().startswith(("where", "which", "could", "can", "would", "tell")), split=split
+    )
 
 
 POSE_FRAMES = (
-    ["{polite}{verb} {people}{ending}", "{verb} {people}", "What are the poses of {people}{ending}",
-     "How are {people} standing{ending}", "I need the keypoints of {people}{ending}", "Pose estimation for {people}{ending}",
-     "Let's {verb} {people}{ending}", "Please {verb} {people} for me", "Where are the joints of {people}{ending}",
-     "Show me the skeletons of {people}{ending}", "What posture do {people} have{ending}"],
-    ["Could you work out the posture of {people}{ending}", "{polite}{verb} {people}{ending}", "Describe the body pose of {people} with keypoints"],
+    [
+        "{polite}{verb} {people}{ending}",
+        "{verb} {people}",
+        "What are the poses of {people}{ending}",
+        "How are {people} standing{ending}",
+        "I need the keypoints of {people}{ending}",
+        "Pose estimation for {people}{ending}",
+        "Let's {verb} {people}{ending}",
+        "Please {verb} {people} for me",
+        "Where are the joints of {people}{ending}",
+        "Show me the skeletons of {people}{ending}",
+        "What posture do {people} have{ending}",
+    ],
+    [
+        "Could you work out the posture of {people}{ending}",
+        "{polite}{verb} {people}{ending}",
+        "Describe the body pose of {people} with keypoints",
+    ],
 )
 
 
 def pose_request(rng: np.random.Generator, split: Split) -> str:
-    people = pick(rng, ["each person", "every person", "the people", "all people", "the person", "every figure", "the stick figures",
-                        "everyone", "each human"])
-    text = frame(rng, POSE_FRAMES, split).format(polite=slot(rng, "polite", split), verb=slot(rng, "pose_verb", split), people=people,
-                                                 ending=slot(rng, "ending", split))
+    people = pick(
+        rng,
+        [
+            "each person",
+            "every person",
+            "the people",
+            "all people",
+            "the person",
+            "every figure",
+            "the stick figures",
+            "everyone",
+            "each human",
+        ],
+    )
+    text = frame(rng, POSE_FRAMES, split).format(
+        polite=slot(rng, "polite", split),
+        verb=slot(rng, "pose_verb", split),
+        people=people,
+        ending=slot(rng, "ending", split),
+    )
     return finish(rng, text, question=text.lower().startswith(("what", "how", "could")), split=split)
 
 
 QUESTION_FRAMES = {
-    "count": (["How many {pl} are there{ending}", "How many {pl} do you see{ending}", "Count the {pl}{ending}",
-               "{polite}tell me the number of {pl}{ending}", "What is the number of {pl}{ending}", "Number of {pl}{ending}",
-               "How many {pl} can you find{ending}", "Please count the {pl}{ending}", "Count how many {pl} there are",
-               "I wonder how many {pl} are there", "How many {pl} are in the picture"],
-              ["What number of {pl} can be seen{ending}", "Could you count the {pl} for me", "Tell me how many {pl} there are"]),
-    "color": (["What color is the {k}{ending}", "What is the colour of the {k}{ending}", "{polite}tell me the color of the {k}",
-               "Which colour is the {k}{ending}", "The {k} is what color", "What colour is the {k} painted{ending}",
-               "Please name the color of the {k}", "Do you know the colour of the {k}{ending}"],
-              ["Which colour does the {k} have", "What colour has the {k} got{ending}"]),
-    "shape": (["What shape is the {c} object{ending}", "Which shape is {c}{ending}", "What kind of shape is the {c} one{ending}",
-               "{polite}tell me the shape of the {c} thing", "What is the {c} shape{ending}", "Which kind of shape is the {c} one",
-               "Do you know what shape the {c} thing is"],
-              ["The {c} object is which shape", "Name the shape of the {c} item"]),
-    "exist": (["Is there {a} {cat}{ending}", "Do you see {a} {cat}{ending}", "{polite}check whether there is {a} {cat}",
-               "Can you find {a} {cat}{ending}", "Does the image contain {a} {cat}", "Is there any {cat}{ending}",
-               "Can you see {a} {cat}{ending}", "Do we have {a} {cat}{ending}", "Is {a} {cat} present{ending}"],
-              ["Does the picture contain {a} {cat}", "Any {cat} in this picture"]),
-    "relation": (["Is {a} {rel} {b}{ending}", "Is {a} located {rel} {b}{ending}", "Would you say {a} is {rel} {b}"],
-                 ["Does {a} sit {rel} {b}", "Is it true that {a} is {rel} {b}"]),
-    "caption": (["Describe the image{ending}", "What is in this image", "{polite}describe the scene", "Give me a caption",
-                 "What do you see{ending}", "Caption this picture"],
-                ["Write a short description of the picture", "Summarise what the image shows"]),
+    "count": (
+        [
+            "How many {pl} are there{ending}",
+            "How many {pl} do you see{ending}",
+            "Count the {pl}{ending}",
+            "{polite}tell me the number of {pl}{ending}",
+            "What is the number of {pl}{ending}",
+            "Number of {pl}{ending}",
+            "How many {pl} can you find{ending}",
+            "Please count the {pl}{ending}",
+            "Count how many {pl} there are",
+            "I wonder how many {pl} are there",
+            "How many {pl} are in the picture",
+        ],
+        [
+            "What number of {pl} can be seen{ending}",
+            "Could you count the {pl} for me",
+            "Tell me how many {pl} there are",
+        ],
+    ),
+    "color": (
+        [
+            "What color is the {k}{ending}",
+            "What is the colour of the {k}{ending}",
+            "{polite}tell me the color of the {k}",
+            "Which colour is the {k}{ending}",
+            "The {k} is what color",
+            "What colour is the {k} painted{ending}",
+            "Please name the color of the {k}",
+            "Do you know the colour of the {k}{ending}",
+        ],
+        ["Which colour does the {k} have", "What colour has the {k} got{ending}"],
+    ),
+    "shape": (
+        [
+            "What shape is the {c} object{ending}",
+            "Which shape is {c}{ending}",
+            "What kind of shape is the {c} one{ending}",
+            "{polite}tell me the shape of the {c} thing",
+            "What is the {c} shape{ending}",
+            "Which kind of shape is the {c} one",
+            "Do you know what shape the {c} thing is",
+        ],
+        ["The {c} object is which shape", "Name the shape of the {c} item"],
+    ),
+    "exist": (
+        [
+            "Is there {a} {cat}{ending}",
+            "Do you see {a} {cat}{ending}",
+            "{polite}check whether there is {a} {cat}",
+            "Can you find {a} {cat}{ending}",
+            "Does the image contain {a} {cat}",
+            "Is there any {cat}{ending}",
+            "Can you see {a} {cat}{ending}",
+            "Do we have {a} {cat}{ending}",
+            "Is {a} {cat} present{ending}",
+        ],
+        ["Does the picture contain {a} {cat}", "Any {cat} in this picture"],
+    ),
+    "relation": (
+        ["Is {a} {rel} {b}{ending}", "Is {a} located {rel} {b}{ending}", "Would you say {a} is {rel} {b}"],
+        ["Does {a} sit {rel} {b}", "Is it true that {a} is {rel} {b}"],
+    ),
+    "caption": (
+        [
+            "Describe the image{ending}",
+            "What is in this image",
+            "{polite}describe the scene",
+            "Give me a caption",
+            "What do you see{ending}",
+            "Caption this picture",
+        ],
+        ["Write a short description of the picture", "Summarise what the image shows"],
+    ),
 }
 
 
 def question_request(rng: np.random.Generator, kind: str, split: Split, **slots: str) -> str:
-    text = frame(rng, QUESTION_FRAMES[kind], split).format(polite=slot(rng, "polite", split), ending=slot(rng, "ending", split), **slots)
-    return finish(rng, text, question=kind not in ("caption",) and not text.lower().startswith(("count", "tell", "name", "number",
-                                                                                              "please", "kindly", "give", "write",
-                                                                                              "summarise", "describe", "caption")), split=split)
+    text = frame(rng, QUESTION_FRAMES[kind], split).format(
+        polite=slot(rng, "polite", split), ending=slot(rng, "ending", split), **slots
+    )
+    return finish(
+        rng,
+        text,
+        question=kind not in ("caption",)
+        and not text.lower().startswith(
+            ("count", "tell", "name", "number", "please", "kindly", "give", "write", "summarise", "describe", "caption")
+        ),
+        split=split,
+    )
 
 
 REGION_FRAMES = (
-    ["What is in {r}{ending}", "What object is {r}", "{polite}tell me what {r} is", "Can you describe {r}", "What is {r}",
-     "Identify {r}", "Name the thing in {r}", "What can you see in {r}{ending}", "Please name {r}",
-     "Which shape is {r}{ending}", "What is shown in {r}", "Tell me about {r}{ending}", "{r}: what is it{ending}"],
+    [
+        "What is in {r}{ending}",
+        "What object is {r}",
+        "{polite}tell me what {r} is",
+        "Can you describe {r}",
+        "What is {r}",
+        "Identify {r}",
+        "Name the thing in {r}",
+        "What can you see in {r}{ending}",
+        "Please name {r}",
+        "Which shape is {r}{ending}",
+        "What is shown in {r}",
+        "Tell me about {r}{ending}",
+        "{r}: what is it{ending}",
+    ],
     ["What do you see at {r}", "Which object does {r} show"],
 )
 
 
 def region_request(rng: np.random.Generator, region: str, split: Split) -> str:
-    text = frame(rng, REGION_FRAMES, split).format(polite=slot(rng, "polite", split), ending=slot(rng, "ending", split), r=region)
+    text = frame(rng, REGION_FRAMES, split).format(
+        polite=slot(rng, "polite", split), ending=slot(rng, "ending", split), r=region
+    )
     return finish(rng, text, question=text.lower().startswith(("what", "can", "which")), split=split)
 
 
 GENERATION_FRAMES = (
-    ["{polite}{verb} {desc}", "{verb} {desc}", "I want a picture of {desc}", "Make me an image with {desc}",
-     "{polite}{verb} an image of {desc}", "A picture showing {desc}, please"],
+    [
+        "{polite}{verb} {desc}",
+        "{verb} {desc}",
+        "I want a picture of {desc}",
+        "Make me an image with {desc}",
+        "{polite}{verb} an image of {desc}",
+        "A picture showing {desc}, please",
+    ],
     ["Could I get an image containing {desc}", "Show me a new image with {desc}"],
 )
 
 
-def generation_request(rng: np.random.Generator, items: list[tuple[str, str, str | None]], background: str | None, split: Split) -> str:
-    """items: (colour, kind, position or None) -> 'a violet rhombus at the top left and a red disc on a gray background'."""
+def generation_request(
+    rng: np.random.Generator, items: list[tuple[str, str, str | None]], background: str | None, split: Split
+) -> str:
+    """items: (colour, kind, position or None) ->
+    'a violet rhombus at the top left and a red disc on a gray background'."""
     parts = [f"a {pick(rng, COLOR_WORDS[c])} {pick(rng, KIND_WORDS[k])}" + (f" {p}" if p else "") for c, k, p in items]
     desc = join_list(rng, parts, "train" if split == "train" else split)
     if background:
         desc += f" on a {pick(rng, BACKGROUND_WORDS[background])} background"
-    text = frame(rng, GENERATION_FRAMES, split).format(polite=slot(rng, "polite", split), verb=slot(rng, "draw_verb", split), desc=desc)
+    text = frame(rng, GENERATION_FRAMES, split).format(
+        polite=slot(rng, "polite", split), verb=slot(rng, "draw_verb", split), desc=desc
+    )
     return finish(rng, text, question=text.lower().startswith(("could", "can", "would")), split=split)
 
 
 EDIT_FRAMES = {
-    "recolor": (["Make {e} {c}", "Change the color of {e} to {c}", "{polite}paint {e} {c}", "Turn {e} {c}", "Recolor {e} to {c}"],
-                ["Switch {e} to {c}", "Give {e} a {c} colour"]),
-    "remove": (["Remove {e}", "Delete {e}", "{polite}take away {e}", "Erase {e}", "Get rid of {e}"],
-               ["Drop {e} from the picture", "Wipe out {e}"]),
-    "add": (["Add {o} {p}", "{polite}add {o} {p}", "Put {o} {p}", "Insert {o} {p}", "Place {o} {p}"],
-            ["Stick {o} {p}", "Include {o} {p}"]),
-    "background": (["Change the background to {bg}", "Make the background {bg}", "{polite}use a {bg} background",
-                    "Set the background to {bg}"],
-                   ["Swap the background for {bg}", "Repaint the background {bg}"]),
+    "recolor": (
+        [
+            "Make {e} {c}",
+            "Change the color of {e} to {c}",
+            "{polite}paint {e} {c}",
+            "Turn {e} {c}",
+            "Recolor {e} to {c}",
+        ],
+        ["Switch {e} to {c}", "Give {e} a {c} colour"],
+    ),
+    "remove": (
+        ["Remove {e}", "Delete {e}", "{polite}take away {e}", "Erase {e}", "Get rid of {e}"],
+        ["Drop {e} from the picture", "Wipe out {e}"],
+    ),
+    "add": (
+        ["Add {o} {p}", "{polite}add {o} {p}", "Put {o} {p}", "Insert {o} {p}", "Place {o} {p}"],
+        ["Stick {o} {p}", "Include {o} {p}"],
+    ),
+    "background": (
+        [
+            "Change the background to {bg}",
+            "Make the background {bg}",
+            "{polite}use a {bg} background",
+            "Set the background to {bg}",
+        ],
+        ["Swap the background for {bg}", "Repaint the background {bg}"],
+    ),
 }
 
 

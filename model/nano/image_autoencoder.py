@@ -29,8 +29,14 @@ from .evaluate import parse_scene
 class Block(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
-        self.net = nn.Sequential(nn.GroupNorm(8, cin), nn.SiLU(), nn.Conv2d(cin, cout, 3, 1, 1), nn.GroupNorm(8, cout), nn.SiLU(),
-                                 nn.Conv2d(cout, cout, 3, 1, 1))
+        self.net = nn.Sequential(
+            nn.GroupNorm(8, cin),
+            nn.SiLU(),
+            nn.Conv2d(cin, cout, 3, 1, 1),
+            nn.GroupNorm(8, cout),
+            nn.SiLU(),
+            nn.Conv2d(cout, cout, 3, 1, 1),
+        )
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +54,11 @@ class ImageAutoencoder(nn.Module):
         for i in range(downs):
             cin, cout = (width, width * 2) if i == 0 else (width * 2, width * 2)
             enc += [Block(cin, cout), nn.Conv2d(cout, cout, 4, 2, 1)]
-            dec += [Block(width * 2, width * 2), nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(width * 2, width * 2, 3, 1, 1)]
+            dec += [
+                Block(width * 2, width * 2),
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(width * 2, width * 2, 3, 1, 1),
+            ]
         enc += [Block(width * 2, width * 2), nn.GroupNorm(8, width * 2), nn.SiLU(), nn.Conv2d(width * 2, channels, 1)]
         dec += [Block(width * 2, width), nn.GroupNorm(8, width), nn.SiLU(), nn.Conv2d(width, 3, 3, 1, 1)]
         self.encoder = nn.Sequential(*enc)
@@ -108,11 +118,27 @@ def evaluate(model: ImageAutoencoder, n: int = 200, seed: int = 77, device: str 
     exact = float(np.mean([same_objects(s, r) for s, r in zip(drawn, recon)]))
     ceiling = float(np.mean([same_objects(s, o) for s, o in zip(drawn, images)]))
     model.train()
-    return {"mae": round(mae, 2), "exact_objects": round(exact, 3), "analyser_on_originals": round(ceiling, 3), "scenes": n}
+    return {
+        "mae": round(mae, 2),
+        "exact_objects": round(exact, 3),
+        "analyser_on_originals": round(ceiling, 3),
+        "scenes": n,
+    }
 
 
-def train(out: str, minutes: float, latent: int, channels: int, batch: int = 16, lr: float = 1e-3, device: str = "cpu",
-          max_steps: int = 10**9, width: int = 64, eval_scenes: int = 200, log=print) -> tuple[ImageAutoencoder, dict]:
+def train(
+    out: str,
+    minutes: float,
+    latent: int,
+    channels: int,
+    batch: int = 16,
+    lr: float = 1e-3,
+    device: str = "cpu",
+    max_steps: int = 10**9,
+    width: int = 64,
+    eval_scenes: int = 200,
+    log=print,
+) -> tuple[ImageAutoencoder, dict]:
     """Trains for `minutes` more (resuming OUT/autoencoder.pt), then measures; returns the figures."""
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "autoencoder.pt")
@@ -139,10 +165,21 @@ def train(out: str, minutes: float, latent: int, channels: int, batch: int = 16,
         if state["step"] % 100 == 0:
             log(f"step {state['step']}: loss {float(loss):.4f}")
     state["seconds"] += time.time() - started
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state,
-                "config": {"latent": latent, "channels": channels, "width": width}}, path)
-    figures = {**evaluate(model, n=eval_scenes, device=device), "steps": state["step"], "minutes": round(state["seconds"] / 60, 1),
-               "latent": [channels, latent, latent]}
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "state": state,
+            "config": {"latent": latent, "channels": channels, "width": width},
+        },
+        path,
+    )
+    figures = {
+        **evaluate(model, n=eval_scenes, device=device),
+        "steps": state["step"],
+        "minutes": round(state["seconds"] / 60, 1),
+        "latent": [channels, latent, latent],
+    }
     with open(os.path.join(out, "autoencoder.json"), "w") as f:
         json.dump(figures, f, indent=1)
     return model, figures

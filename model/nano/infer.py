@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from . import batching as B
+from . import contract as C
 from . import tasks as T
 from .model import VisionLLMv2Nano, normalize_image
 from .tokenizer import SPECIAL_TOKENS, Tokenizer
 
-SCORE_THRESHOLD = 0.3
-MASK_THRESHOLD = 0.0
+SCORE_THRESHOLD = C.POSTPROCESS["score_threshold"]
+MASK_THRESHOLD = C.POSTPROCESS["mask_threshold"]
 
 
 class Mulberry32:
@@ -79,7 +80,8 @@ class Runner:
         self.eos = tok.token_id("</s>")
         # Tokens the runtime never lets the LLM choose: queries are spliced in, never predicted.
         self.banned = [tok.token_id(t) for t in SPECIAL_TOKENS if t.startswith("[EMB")] + [
-            tok.token_id(t) for t in ("<image>", "<im_start>", "<im_patch>", "<im_end>", "<region>", "<pad>")]
+            tok.token_id(t) for t in ("<image>", "<im_start>", "<im_patch>", "<im_end>", "<region>", "<pad>")
+        ]
 
     @torch.no_grad()
     def encode_image(self, image: np.ndarray):
@@ -88,8 +90,15 @@ class Runner:
         return pixels, levels, self.model.projector(features)[0]
 
     @torch.no_grad()
-    def generate(self, turns: list[tuple[str, str]], image: np.ndarray | None = None, regions: list[np.ndarray] | None = None,
-                 max_new_tokens: int = 200, seed: int = 0, run_decoders: bool = True) -> Result:
+    def generate(
+        self,
+        turns: list[tuple[str, str]],
+        image: np.ndarray | None = None,
+        regions: list[np.ndarray] | None = None,
+        max_new_tokens: int = 200,
+        seed: int = 0,
+        run_decoders: bool = True,
+    ) -> Result:
         m, tok, cfg = self.model, self.tok, self.cfg
         ids, _ = B.encode_turns(tok, cfg, turns, with_last_answer=False)
         embeds = m.llm.embed_tokens(torch.tensor(ids))
@@ -169,8 +178,13 @@ class Runner:
                     i = j
                     continue
                 logits, boxes, masks = m.perception_decoder(pixels, levels, emb)
-                result.detections.append({"routing": g.routing, "label": g.label,
-                                          "items": postprocess_detections(logits[0], boxes[0], masks[0], top1=g.routing == "[GRD]")})
+                result.detections.append(
+                    {
+                        "routing": g.routing,
+                        "label": g.label,
+                        "items": postprocess_detections(logits[0], boxes[0], masks[0], top1=g.routing == "[GRD]"),
+                    }
+                )
                 i = j
                 continue
             elif g.routing in ("[GEN]", "[EDIT]"):
@@ -181,7 +195,9 @@ class Runner:
                 link = m.editing_link if edit else m.generation_link
                 cond = link(g.states[None])
                 source = B.downsample_image(image, self.cfg.gen_res)[None] if edit else None
-                result.images.append(sample_image(m.editor if edit else m.generator, cond, self.cfg.gen_res, seed, source, image))
+                result.images.append(
+                    sample_image(m.editor if edit else m.generator, cond, self.cfg.gen_res, seed, source, image)
+                )
             i += 1
 
 
@@ -192,7 +208,10 @@ def postprocess_detections(logits, boxes, masks, top1: bool, size: int = 128) ->
     out = []
     for q in keep:
         cx, cy, w, h = (boxes[q] * size).tolist()
-        mask = F.interpolate(masks[q][None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0] > MASK_THRESHOLD
+        mask = (
+            F.interpolate(masks[q][None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+            > MASK_THRESHOLD
+        )
         out.append({"score": float(scores[q]), "box": clip_box(cx, cy, w, h, size), "mask": mask.numpy()})
     return out
 
@@ -204,8 +223,14 @@ def postprocess_pose(logits, boxes, keypoints, kp_scores, size: int = 128) -> li
         if scores[q] < SCORE_THRESHOLD:
             break
         cx, cy, w, h = (boxes[q] * size).tolist()
-        out.append({"score": float(scores[q]), "box": clip_box(cx, cy, w, h, size),
-                    "keypoints": (keypoints[q] * size).clamp(0, size).tolist(), "keypoint_scores": kp_scores[q].tolist()})
+        out.append(
+            {
+                "score": float(scores[q]),
+                "box": clip_box(cx, cy, w, h, size),
+                "keypoints": (keypoints[q] * size).clamp(0, size).tolist(),
+                "keypoint_scores": kp_scores[q].tolist(),
+            }
+        )
     return out
 
 
@@ -218,7 +243,9 @@ def initial_noise(seed: int, res: int) -> torch.Tensor:
     return torch.from_numpy(Mulberry32(seed).normals(3 * res * res)).reshape(1, 3, res, res)
 
 
-def sample_image(denoiser, cond, res: int, seed: int, source=None, full_source: np.ndarray | None = None, steps: int = 20) -> np.ndarray:
+def sample_image(
+    denoiser, cond, res: int, seed: int, source=None, full_source: np.ndarray | None = None, steps: int = 20
+) -> np.ndarray:
     """Euler integration of the flow from noise (t=0) to data (t=1), then to 128 x 128 uint8."""
     x = initial_noise(seed, res)
     for k in range(steps):
@@ -228,12 +255,16 @@ def sample_image(denoiser, cond, res: int, seed: int, source=None, full_source: 
     return finish_image(x[0], source[0] if source is not None else None, full_source)
 
 
-def finish_image(x: torch.Tensor, source_low: torch.Tensor | None, full_source: np.ndarray | None, size: int = 128) -> np.ndarray:
+def finish_image(
+    x: torch.Tensor, source_low: torch.Tensor | None, full_source: np.ndarray | None, size: int = 128
+) -> np.ndarray:
     """[3,r,r] in [-1,1] -> uint8 [size,size,3]. Edits are applied as an upsampled low-resolution
     delta on the full-resolution source, so pixels the edit did not touch stay exactly as they were."""
     if source_low is not None and full_source is not None:
         delta = (x - source_low).clamp(-2, 2)
-        delta = torch.where(delta.abs().amax(0, keepdim=True) > 0.15, delta, torch.zeros_like(delta))
+        delta = torch.where(
+            delta.abs().amax(0, keepdim=True) > C.POSTPROCESS["edit_delta_threshold"], delta, torch.zeros_like(delta)
+        )
         up = F.interpolate(delta[None], size=(size, size), mode="nearest")[0]
         out = torch.from_numpy(full_source).permute(2, 0, 1).float() + up * 127.5
         return out.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()

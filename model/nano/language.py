@@ -19,13 +19,45 @@ from . import grammar as G
 
 # Each set: phrases that mean the same thing before an object ("{x}"). Training and held-out verbs are
 # treated alike, and each set has members that no request uses.
-POSE_VERBS = ["estimate the pose of", "track the limbs of", "mark the joints of", "locate the joints of", "find the body keypoints of",
-              "work out the posture of", "give me the skeleton of", "detect the keypoints of", "show the pose of"]
+POSE_VERBS = [
+    "estimate the pose of",
+    "track the limbs of",
+    "mark the joints of",
+    "locate the joints of",
+    "find the body keypoints of",
+    "work out the posture of",
+    "give me the skeleton of",
+    "detect the keypoints of",
+    "show the pose of",
+]
 VERB_SETS: list[list[str]] = [
-    ["detect", "find", "locate", "spot", "pick out", "identify", "point out", "look for", "discover", "notice",
-     "mark", "highlight", "draw boxes around"],
-    ["segment", "outline", "trace", "cut out", "mask", "delineate", "separate out", "draw the outline of",
-     "give masks for", "trace the edges of"],
+    [
+        "detect",
+        "find",
+        "locate",
+        "spot",
+        "pick out",
+        "identify",
+        "point out",
+        "look for",
+        "discover",
+        "notice",
+        "mark",
+        "highlight",
+        "draw boxes around",
+    ],
+    [
+        "segment",
+        "outline",
+        "trace",
+        "cut out",
+        "mask",
+        "delineate",
+        "separate out",
+        "draw the outline of",
+        "give masks for",
+        "trace the edges of",
+    ],
     POSE_VERBS,
     ["draw", "sketch", "depict", "paint", "render", "create", "make", "produce", "generate"],
     ["remove", "delete", "erase", "wipe out", "take away", "get rid of", "drop"],
@@ -34,18 +66,55 @@ VERB_SETS: list[list[str]] = [
 
 # Whole phrases that mean the same thing, with their slots.
 PHRASE_SETS: list[list[str]] = [
-    ["where are {xs}", "whereabouts are {xs}", "any idea where {xs} are", "do you know where {xs} are", "tell me where {xs} are"],
-    ["where is {x}", "where exactly is {x}", "tell me where {x} sits", "where does {x} sit", "can you help me find {x}",
-     "in which place is {x}"],
+    [
+        "where are {xs}",
+        "whereabouts are {xs}",
+        "any idea where {xs} are",
+        "do you know where {xs} are",
+        "tell me where {xs} are",
+    ],
+    [
+        "where is {x}",
+        "where exactly is {x}",
+        "tell me where {x} sits",
+        "where does {x} sit",
+        "can you help me find {x}",
+        "in which place is {x}",
+    ],
     ["{x} is {pos}", "{x} sits {pos}", "{x} is located {pos}", "{x} can be found {pos}"],
-    ["is {x} {rel} {y}", "does {x} sit {rel} {y}", "is it true that {x} is {rel} {y}", "would you say {x} is {rel} {y}"],
+    [
+        "is {x} {rel} {y}",
+        "does {x} sit {rel} {y}",
+        "is it true that {x} is {rel} {y}",
+        "would you say {x} is {rel} {y}",
+    ],
     ["how many {xs} are there", "what number of {xs} can be seen", "count the {xs}", "tell me how many {xs} there are"],
     ["what colour is {x}", "which colour does {x} have", "what colour has {x} got", "what is the colour of {x}"],
-    ["what shape is the {c} object", "the {c} object is which shape", "name the shape of the {c} item",
-     "tell me the shape of the {c} thing"],
-    ["is there {a} {k}", "does the picture contain {a} {k}", "any {k} in this picture", "does the image contain {a} {k}"],
-    ["change the colour of {x} to {c}", "switch {x} to {c}", "give {x} a {c} colour", "make {x} {c}", "recolor {x} to {c}"],
-    ["change the background to {bg}", "swap the background for {bg}", "repaint the background {bg}", "make the background {bg}"],
+    [
+        "what shape is the {c} object",
+        "the {c} object is which shape",
+        "name the shape of the {c} item",
+        "tell me the shape of the {c} thing",
+    ],
+    [
+        "is there {a} {k}",
+        "does the picture contain {a} {k}",
+        "any {k} in this picture",
+        "does the image contain {a} {k}",
+    ],
+    [
+        "change the colour of {x} to {c}",
+        "switch {x} to {c}",
+        "give {x} a {c} colour",
+        "make {x} {c}",
+        "recolor {x} to {c}",
+    ],
+    [
+        "change the background to {bg}",
+        "swap the background for {bg}",
+        "repaint the background {bg}",
+        "make the background {bg}",
+    ],
     ["add {o} {pos}", "stick {o} {pos}", "include {o} {pos}", "put {o} {pos}", "insert {o} {pos}"],
     ["remove {x}", "drop {x} from the picture", "wipe out {x}", "delete {x}"],
     ["draw {o}", "could I get an image containing {o}", "show me a new image with {o}", "make me an image with {o}"],
@@ -59,14 +128,55 @@ PHRASE_SETS: list[list[str]] = [
     ["what is in {r}", "what do you see at {r}", "which object does {r} show", "what object is {r}"],
 ]
 
-STATEMENTS = ["\"{A}\" means the same as \"{b}\".", "Saying \"{a}\" is another way of saying \"{b}\".",
-              "When people say \"{a}\", they mean \"{b}\".", "\"{A}\" and \"{b}\" mean the same thing."]
-VERB_USES = ["To {a} {x} is to {b} them.", "{S} wants to {a} {x}, that is, to {b} them.", "If you {a} {x}, you {b} them.",
-             "{S} will {a} {x}; in other words, {s} will {b} them.", "{S} can {a} {x}, which means {s} can {b} them."]
-SUBJECTS = [("Tom", "he"), ("The girl", "she"), ("My friend", "she"), ("The robot", "it"), ("A child", "he"),
-            ("The teacher", "she"), ("The artist", "he"), ("Anna", "she")]
-PROMPTS = ["Write a sentence.", "Tell me something about words.", "Give me an example sentence.", "Write some text.",
-           "Say something.", "Explain a word.", "Continue.", "Teach me some English."]
+# What each verb set yields (aligned with VERB_SETS): every member is used with the same outcomes, so a
+# held-out verb shares its training synonyms' contexts, the distributional cue a pretrained LLM has.
+VERB_OUTCOMES = [
+    ["a box around each of them", "their boxes", "where each one is", "a rectangle around each one"],
+    ["the exact outline of each", "a mask for each one", "their exact shapes, pixel by pixel", "their silhouettes"],
+    ["their joints", "the keypoints of their bodies", "their skeletons", "how their limbs are placed"],
+    ["a new picture", "a fresh image", "a drawing"],
+    ["an image without them", "a picture where they are gone"],
+    ["a few words about them", "a sentence about them"],
+]
+OUTCOME_USES = [
+    "{S} was asked to {v} {x}, so {s} gave {o}.",
+    "To {v} {x} means giving {o}.",
+    "If someone asks you to {v} {x}, they want {o}.",
+    "{S} had to {v} {x}; the result was {o}.",
+]
+STATEMENTS = [
+    '"{A}" means the same as "{b}".',
+    'Saying "{a}" is another way of saying "{b}".',
+    'When people say "{a}", they mean "{b}".',
+    '"{A}" and "{b}" mean the same thing.',
+]
+VERB_USES = [
+    "To {a} {x} is to {b} them.",
+    "{S} wants to {a} {x}, that is, to {b} them.",
+    "If you {a} {x}, you {b} them.",
+    "{S} will {a} {x}; in other words, {s} will {b} them.",
+    "{S} can {a} {x}, which means {s} can {b} them.",
+]
+SUBJECTS = [
+    ("Tom", "he"),
+    ("The girl", "she"),
+    ("My friend", "she"),
+    ("The robot", "it"),
+    ("A child", "he"),
+    ("The teacher", "she"),
+    ("The artist", "he"),
+    ("Anna", "she"),
+]
+PROMPTS = [
+    "Write a sentence.",
+    "Tell me something about words.",
+    "Give me an example sentence.",
+    "Write some text.",
+    "Say something.",
+    "Explain a word.",
+    "Continue.",
+    "Teach me some English.",
+]
 POSITIONS = ["on the left", "on the right", "at the top", "at the bottom", "in the center", "at the top left"]
 RELATIONS = ["left of", "right of", "above", "below"]
 
@@ -88,9 +198,21 @@ def fill(rng: np.random.Generator, template: str) -> str:
     x, y = noun(rng), noun(rng)
     color = G.pick(rng, [w for ws in G.COLOR_WORDS.values() for w in ws])
     kind = G.pick(rng, [w for ws in G.KIND_WORDS.values() for w in ws])
-    slots = {"x": f"the {x}", "y": f"the {y}", "xs": G.plural(x), "x1": x, "y1": y, "k": kind, "a": "an" if kind[0] in "aeiou" else "a",
-             "c": color, "o": f"a {color} {kind}", "pos": G.pick(rng, POSITIONS), "rel": G.pick(rng, RELATIONS),
-             "bg": G.pick(rng, [w for ws in G.BACKGROUND_WORDS.values() for w in ws]), "r": "the marked region"}
+    slots = {
+        "x": f"the {x}",
+        "y": f"the {y}",
+        "xs": G.plural(x),
+        "x1": x,
+        "y1": y,
+        "k": kind,
+        "a": "an" if kind[0] in "aeiou" else "a",
+        "c": color,
+        "o": f"a {color} {kind}",
+        "pos": G.pick(rng, POSITIONS),
+        "rel": G.pick(rng, RELATIONS),
+        "bg": G.pick(rng, [w for ws in G.BACKGROUND_WORDS.values() for w in ws]),
+        "r": "the marked region",
+    }
     return template.format(**slots)
 
 
@@ -108,6 +230,17 @@ def verb_sentence(rng: np.random.Generator) -> str:
     return G.pick(rng, VERB_USES).format(a=a, b=b, x=x, S=subject, s=pronoun)
 
 
+def outcome_sentence(rng: np.random.Generator) -> str:
+    """'The girl was asked to trace every disc, so she gave a mask for each one.'"""
+    i = int(rng.integers(len(VERB_SETS)))
+    subject, pronoun = SUBJECTS[int(rng.integers(len(SUBJECTS)))]
+    n = G.pick(rng, G.PERSON_WORDS) if VERB_SETS[i] is POSE_VERBS else noun(rng)
+    x = G.pick(rng, [f"the {G.plural(n)}", f"all of the {G.plural(n)}", f"every {n}"])
+    return G.pick(rng, OUTCOME_USES).format(
+        v=G.pick(rng, VERB_SETS[i]), x=x, o=G.pick(rng, VERB_OUTCOMES[i]), S=subject, s=pronoun
+    )
+
+
 def phrase_sentence(rng: np.random.Generator) -> str:
     """Two phrases of one set, filled with the same slot values."""
     a, b = two_of(rng, PHRASE_SETS[int(rng.integers(len(PHRASE_SETS)))])
@@ -118,5 +251,6 @@ def phrase_sentence(rng: np.random.Generator) -> str:
 
 
 def passage(rng: np.random.Generator) -> str:
-    sentences = [verb_sentence(rng) if rng.random() < 0.4 else phrase_sentence(rng) for _ in range(int(rng.integers(2, 4)))]
+    makers = [verb_sentence, outcome_sentence, phrase_sentence]
+    sentences = [makers[int(rng.choice(3, p=[0.3, 0.3, 0.4]))](rng) for _ in range(int(rng.integers(2, 4)))]
     return " ".join(s[0].upper() + s[1:] for s in sentences)

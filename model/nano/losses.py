@@ -59,7 +59,9 @@ def mask_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return W_MASK * bce + W_DICE * (dice[has].mean() if has.any() else pred.sum() * 0)
 
 
-def flow_matching_loss(velocity_model, data: torch.Tensor, cond: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+def flow_matching_loss(
+    velocity_model, data: torch.Tensor, cond: torch.Tensor, source: torch.Tensor | None = None
+) -> torch.Tensor:
     """Rectified flow: x_t = (1 - t) noise + t data, target velocity data - noise."""
     noise = torch.randn_like(data)
     t = torch.sigmoid(torch.randn(data.shape[0]))  # logit-normal: more weight mid-trajectory

@@ -52,8 +52,19 @@ class Config:
         return asdict(self)
 
 
-SMOKE = Config(vit_dim=32, vit_layers=3, vit_heads=2, llm_dim=64, llm_layers=2, llm_heads=2, llm_ffn=128, link_dim=64,
-               expert_width=32, gen_dim=32, gen_channels=(8, 16, 32))
+SMOKE = Config(
+    vit_dim=32,
+    vit_layers=3,
+    vit_heads=2,
+    llm_dim=64,
+    llm_layers=2,
+    llm_heads=2,
+    llm_ffn=128,
+    link_dim=64,
+    expert_width=32,
+    gen_dim=32,
+    gen_channels=(8, 16, 32),
+)
 
 
 class Block(nn.Module):
@@ -70,7 +81,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, ffn or dim * 2), nn.GELU(), nn.Linear(ffn or dim * 2, dim))
 
-    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None, pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, memory: torch.Tensor | None = None, pos: torch.Tensor | None = None
+    ) -> torch.Tensor:
         h = self.norm1(x)
         q = h if pos is None else h + pos
         x = x + self.attn(q, q, h, need_weights=False)[0]
@@ -138,7 +151,11 @@ class Projector(nn.Module):
     def forward(self, image_features: torch.Tensor) -> torch.Tensor:
         b, _, d = image_features.shape
         g = self.grid
-        x = image_features.reshape(b, g // 2, 2, g // 2, 2, d).permute(0, 1, 3, 2, 4, 5).reshape(b, (g // 2) ** 2, 4 * d)
+        x = (
+            image_features.reshape(b, g // 2, 2, g // 2, 2, d)
+            .permute(0, 1, 3, 2, 4, 5)
+            .reshape(b, (g // 2) ** 2, 4 * d)
+        )
         return self.net(x)
 
 
@@ -151,13 +168,21 @@ class RegionEncoder(nn.Module):
         super().__init__()
         self.grid = c.grid
         self.convs = nn.Sequential(
-            nn.Conv2d(4, 32, 3, 2, 1), nn.GELU(), nn.Conv2d(32, 64, 3, 2, 1), nn.GELU(), nn.Conv2d(64, c.vit_dim, 3, 2, 1)
+            nn.Conv2d(4, 32, 3, 2, 1),
+            nn.GELU(),
+            nn.Conv2d(32, 64, 3, 2, 1),
+            nn.GELU(),
+            nn.Conv2d(64, c.vit_dim, 3, 2, 1),
         )
-        self.out = nn.Sequential(nn.Linear(c.vit_dim + c.expert_width, c.llm_dim), nn.GELU(), nn.Linear(c.llm_dim, c.llm_dim))
+        self.out = nn.Sequential(
+            nn.Linear(c.vit_dim + c.expert_width, c.llm_dim), nn.GELU(), nn.Linear(c.llm_dim, c.llm_dim)
+        )
         self.patch = c.patch
         self._trunk = (trunk,)
 
-    def forward(self, pixel_values: torch.Tensor, region_mask: torch.Tensor, vision_levels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, pixel_values: torch.Tensor, region_mask: torch.Tensor, vision_levels: torch.Tensor
+    ) -> torch.Tensor:
         b = pixel_values.shape[0]
         feats = self.convs(torch.cat([pixel_values, region_mask], dim=1))  # [B,Dv,g,g]
         levels = vision_levels.sum(dim=1).transpose(1, 2).reshape(b, -1, self.grid, self.grid)
@@ -253,7 +278,9 @@ class LLM(nn.Module):
         self.norm = RMSNorm(c.llm_dim)
         self.lm_head = nn.Linear(c.llm_dim, c.vocab_size, bias=False)
         hd = c.llm_dim // c.llm_heads
-        self.register_buffer("inv_freq", 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2).float() / hd)), persistent=False)
+        self.register_buffer(
+            "inv_freq", 1.0 / (c.rope_theta ** (torch.arange(0, hd, 2).float() / hd)), persistent=False
+        )
 
     def forward(self, inputs_embeds, attention_mask, position_ids, past: list[torch.Tensor] | None = None):
         b, s, _ = inputs_embeds.shape
@@ -302,7 +329,11 @@ class PerceptionLink(nn.Module):
     def __init__(self, c: Config):
         super().__init__()
         self.mlp = nn.Sequential(
-            nn.Linear(c.llm_dim, c.link_dim), nn.ReLU(), nn.Linear(c.link_dim, c.link_dim), nn.ReLU(), nn.Linear(c.link_dim, c.link_dim)
+            nn.Linear(c.llm_dim, c.link_dim),
+            nn.ReLU(),
+            nn.Linear(c.link_dim, c.link_dim),
+            nn.ReLU(),
+            nn.Linear(c.link_dim, c.link_dim),
         )
 
     def forward(self, query_states: torch.Tensor) -> torch.Tensor:

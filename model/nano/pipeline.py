@@ -39,13 +39,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=["full", "smoke"], default="full")
     parser.add_argument("--minutes", type=float, default=90.0, help="wall-clock budget for the paper's three stages")
-    parser.add_argument("--instruction-minutes", type=float, default=0.0,
-                        help="stage 4: instruction tuning beside the language corpus (0: none); resumable on its own")
+    parser.add_argument(
+        "--instruction-minutes",
+        type=float,
+        default=0.0,
+        help="stage 4: instruction tuning beside the language corpus (0: none); resumable on its own",
+    )
     parser.add_argument("--out", default="model/.runs/full", help="work folder: checkpoints, logs")
     parser.add_argument("--bundle", default=None, help="where to write the bundle (default: model/bundle for full)")
     parser.add_argument("--eval-scenes", type=int, default=500)
-    parser.add_argument("--experts", default="model/experts/experts.pt",
-                        help="pretrained stage-0 experts to start from; trained first (into OUT/experts) if missing")
+    parser.add_argument(
+        "--experts",
+        default="model/experts/experts.pt",
+        help="pretrained stage-0 experts to start from; trained first (into OUT/experts) if missing",
+    )
     parser.add_argument("--expert-minutes", type=float, default=25.0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -59,8 +66,13 @@ def main() -> None:
         from .pretrain import train_experts
 
         experts_dir = os.path.join(args.out, "experts")
-        train_experts(experts_dir, SMOKE if smoke else Config(), args.expert_minutes, batch_size=4 if smoke else 24,
-                      max_steps=3 if smoke else 100_000)
+        train_experts(
+            experts_dir,
+            SMOKE if smoke else Config(),
+            args.expert_minutes,
+            batch_size=4 if smoke else 24,
+            max_steps=3 if smoke else 100_000,
+        )
         experts = os.path.join(experts_dir, "experts.pt")
     tok = build_tokenizer(os.path.join(args.out, "tokenizer.json"), 320 if smoke else 640, 400 if smoke else 6000)
     base = SMOKE if smoke else Config()

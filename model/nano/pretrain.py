@@ -51,7 +51,9 @@ def centre_heat(boxes: list[tuple[float, float, float, float]], grid: int = GRID
     return heat
 
 
-def box_targets(boxes: list[tuple[float, float, float, float]], heat: np.ndarray, grid: int = GRID) -> tuple[np.ndarray, np.ndarray]:
+def box_targets(
+    boxes: list[tuple[float, float, float, float]], heat: np.ndarray, grid: int = GRID
+) -> tuple[np.ndarray, np.ndarray]:
     """Per cell, the cxcywh of the object whose Gaussian is strongest there, and a weight (the Gaussian
     where it is at least 0.5: cells near a centre learn its box, so the peak's neighbours agree)."""
     centres = cell_centres(grid).numpy() * W.SIZE
@@ -110,11 +112,22 @@ def pose_target(scene: W.Scene) -> PoseTarget:
     boxes = [p.box for p in people]
     heat = centre_heat(boxes)
     box, weight = box_targets(boxes, heat)
-    cells = [min(GRID - 1, int((b[1] + b[3]) / 2 * GRID / W.SIZE)) * GRID + min(GRID - 1, int((b[0] + b[2]) / 2 * GRID / W.SIZE))
-             for b in boxes]
+    cells = [
+        min(GRID - 1, int((b[1] + b[3]) / 2 * GRID / W.SIZE)) * GRID
+        + min(GRID - 1, int((b[0] + b[2]) / 2 * GRID / W.SIZE))
+        for b in boxes
+    ]
     kps = np.array([p.keypoints for p in people], dtype=np.float32).reshape(-1, len(W.KEYPOINTS), 2) / W.SIZE
-    kp_heat = np.stack([centre_heat([(x * W.SIZE - 4, y * W.SIZE - 4, x * W.SIZE + 4, y * W.SIZE + 4) for x, y in kps[:, k]], KP_GRID)
-                        if len(kps) else np.zeros(KP_GRID * KP_GRID, dtype=np.float32) for k in range(len(W.KEYPOINTS))])
+    kp_heat = np.stack(
+        [
+            centre_heat(
+                [(x * W.SIZE - 4, y * W.SIZE - 4, x * W.SIZE + 4, y * W.SIZE + 4) for x, y in kps[:, k]], KP_GRID
+            )
+            if len(kps)
+            else np.zeros(KP_GRID * KP_GRID, dtype=np.float32)
+            for k in range(len(W.KEYPOINTS))
+        ]
+    )
     return PoseTarget(heat, box, weight, cells, kps, kp_heat)
 
 
@@ -134,22 +147,41 @@ def patch_labels(scene: W.Scene, masks: list[np.ndarray]) -> tuple[np.ndarray, n
 # ---------------------------------------------------------------- losses
 
 
-def perception_loss(expert: PerceptionExpert, feats, rows: torch.Tensor, emb: torch.Tensor, targets: list[PerceptionTarget]) -> torch.Tensor:
+def perception_loss(
+    expert: PerceptionExpert, feats, rows: torch.Tensor, emb: torch.Tensor, targets: list[PerceptionTarget]
+) -> torch.Tensor:
     logits, boxes = expert.heads(feats, rows, emb)
     heat = torch.from_numpy(np.stack([t.heat for t in targets]))
     loss = 2 * centre_focal(logits, heat)
-    return loss + box_loss(boxes, torch.from_numpy(np.stack([t.box for t in targets])), torch.from_numpy(np.stack([t.box_weight for t in targets])))
+    return loss + box_loss(
+        boxes,
+        torch.from_numpy(np.stack([t.box for t in targets])),
+        torch.from_numpy(np.stack([t.box_weight for t in targets])),
+    )
 
 
 def foreground_loss(expert: PerceptionExpert, feats, foreground: np.ndarray) -> torch.Tensor:
     return mask_loss(feats[1], torch.from_numpy(foreground))
 
 
-def pose_loss(expert: PoseExpert, feats, rows: torch.Tensor, person: torch.Tensor, keypoints: torch.Tensor, targets: list[PoseTarget]) -> torch.Tensor:
+def pose_loss(
+    expert: PoseExpert,
+    feats,
+    rows: torch.Tensor,
+    person: torch.Tensor,
+    keypoints: torch.Tensor,
+    targets: list[PoseTarget],
+) -> torch.Tensor:
     logits, boxes, reg, heat = expert.heads(feats, rows, person, keypoints)
     loss = 2 * centre_focal(logits, torch.from_numpy(np.stack([t.heat for t in targets])))
-    loss = loss + box_loss(boxes, torch.from_numpy(np.stack([t.box for t in targets])), torch.from_numpy(np.stack([t.box_weight for t in targets])))
-    loss = loss + centre_focal(heat.flatten(0, 1), torch.from_numpy(np.stack([t.kp_heat for t in targets])).flatten(0, 1)) / len(W.KEYPOINTS)
+    loss = loss + box_loss(
+        boxes,
+        torch.from_numpy(np.stack([t.box for t in targets])),
+        torch.from_numpy(np.stack([t.box_weight for t in targets])),
+    )
+    loss = loss + centre_focal(
+        heat.flatten(0, 1), torch.from_numpy(np.stack([t.kp_heat for t in targets])).flatten(0, 1)
+    ) / len(W.KEYPOINTS)
     n_idx = [n for n, t in enumerate(targets) for _ in t.centre_cells]
     if n_idx:
         cells = torch.tensor([c for t in targets for c in t.centre_cells])
@@ -259,7 +291,9 @@ class Experts(nn.Module):
         return {"probe": probe, "perception": perc, "pose": pose}
 
 
-def train_experts(out: str, cfg: Config, minutes: float, batch_size: int = 24, max_steps: int = 100_000, lr: float = 2e-3, log=print) -> Experts:
+def train_experts(
+    out: str, cfg: Config, minutes: float, batch_size: int = 24, max_steps: int = 100_000, lr: float = 2e-3, log=print
+) -> Experts:
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "experts.pt")
     torch.manual_seed(0)
@@ -273,8 +307,13 @@ def train_experts(out: str, cfg: Config, minutes: float, batch_size: int = 24, m
             optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
         log(f"stage 0: resuming at step {state['step']} ({state['elapsed'] / 60:.1f} min done)")
-    stream = torch.utils.data.DataLoader(ExpertStream(batch_size, 10_000 + state["step"]), batch_size=None, num_workers=1,
-                                         prefetch_factor=4, worker_init_fn=quiet_worker)
+    stream = torch.utils.data.DataLoader(
+        ExpertStream(batch_size, 10_000 + state["step"]),
+        batch_size=None,
+        num_workers=1,
+        prefetch_factor=4,
+        worker_init_fn=quiet_worker,
+    )
     started = time.time() - state["elapsed"]
     last_save = time.time()
     experts.train()
@@ -284,7 +323,9 @@ def train_experts(out: str, cfg: Config, minutes: float, batch_size: int = 24, m
             break
         progress = elapsed / (minutes * 60)
         for g in optimizer.param_groups:
-            g["lr"] = lr * min(1.0, (state["step"] + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+            g["lr"] = (
+                lr * min(1.0, (state["step"] + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress)))
+            )
         parts = experts.losses(batch)
         loss = sum(parts.values())
         optimizer.zero_grad(set_to_none=True)
@@ -296,8 +337,10 @@ def train_experts(out: str, cfg: Config, minutes: float, batch_size: int = 24, m
         state["history"].append({"step": state["step"], **{k: float(v) for k, v in parts.items()}})
         if state["step"] % 50 == 0:
             recent = state["history"][-50:]
-            log(f"stage 0 step {state['step']} {elapsed / 60:.1f} min " + " ".join(
-                f"{k}={np.mean([h[k] for h in recent]):.3f}" for k in parts))
+            log(
+                f"stage 0 step {state['step']} {elapsed / 60:.1f} min "
+                + " ".join(f"{k}={np.mean([h[k] for h in recent]):.3f}" for k in parts)
+            )
         if time.time() - last_save > 120:
             torch.save({"experts": experts.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, path)
             last_save = time.time()
@@ -342,8 +385,9 @@ def evaluate_experts(experts: Experts, scenes: int = 300, seed: int = EVAL_SEED)
         cats = sorted({T.random_category(rng, scene, 0.6) for _ in range(3)})
         exprs = T.referring_expressions(scene)
         phrases = cats + ([exprs[int(rng.integers(len(exprs)))][0]] if exprs else [])
-        logits, boxes, pm = experts.perception(pixels.expand(len(phrases), -1, -1, -1), levels.expand(len(phrases), -1, -1, -1),
-                                               experts.phrases(phrases))
+        logits, boxes, pm = experts.perception(
+            pixels.expand(len(phrases), -1, -1, -1), levels.expand(len(phrases), -1, -1, -1), experts.phrases(phrases)
+        )
         scores = logits.sigmoid()
         for j, cat in enumerate(cats):
             gt = T.category_members(scene, cat)
@@ -359,7 +403,12 @@ def evaluate_experts(experts: Experts, scenes: int = 300, seed: int = EVAL_SEED)
                 per_cat.setdefault(cat, []).append((float(scores[j, q]), best is not None))
                 if best is not None:
                     used.add(best)
-                    mask = F.interpolate(pm[j : j + 1, q : q + 1], size=W.SIZE, mode="bilinear", align_corners=False)[0, 0].numpy() > 0
+                    mask = (
+                        F.interpolate(pm[j : j + 1, q : q + 1], size=W.SIZE, mode="bilinear", align_corners=False)[
+                            0, 0
+                        ].numpy()
+                        > 0
+                    )
                     ious.append((mask & masks[best]).sum() / max(1, (mask | masks[best]).sum()))
         if exprs:
             grounding_total += 1
@@ -378,10 +427,14 @@ def evaluate_experts(experts: Experts, scenes: int = 300, seed: int = EVAL_SEED)
                         px, py = (pkp[0, best, k] * W.SIZE).tolist()
                         hits += math.hypot(px - gx, py - gy) <= 0.1 * height
     aps = [average_precision(per_cat.get(c, []), gts[c]) for c in gts if gts[c] > 0]
-    return {"scenes": scenes, "detection_ap50": float(np.mean(aps)) if aps else 0.0,
-            "segmentation_mask_iou": float(np.mean(ious)) if ious else 0.0,
-            "grounding_accuracy": grounded / max(1, grounding_total), "pose_pck": hits / max(1, kp_total),
-            "vision_probe_accuracy": probe_ok / max(1, probe_n)}
+    return {
+        "scenes": scenes,
+        "detection_ap50": float(np.mean(aps)) if aps else 0.0,
+        "segmentation_mask_iou": float(np.mean(ious)) if ious else 0.0,
+        "grounding_accuracy": grounded / max(1, grounding_total),
+        "pose_pck": hits / max(1, kp_total),
+        "vision_probe_accuracy": probe_ok / max(1, probe_n),
+    }
 
 
 def pixel_box(cxcywh: torch.Tensor) -> list[float]:
@@ -396,14 +449,20 @@ def main() -> None:
     parser.add_argument("--out", default="model/.runs/experts")
     parser.add_argument("--eval-scenes", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--publish", default=None, metavar="DIR",
-                        help="also write the weights alone and the figures there (model/experts: what the recipe starts from)")
+    parser.add_argument(
+        "--publish",
+        default=None,
+        metavar="DIR",
+        help="also write the weights alone and the figures there (model/experts: what the recipe starts from)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     smoke = args.config == "smoke"
     cfg = SMOKE if smoke else Config()
     started = time.time()
-    experts = train_experts(args.out, cfg, args.minutes, batch_size=4 if smoke else 24, max_steps=3 if smoke else 100_000)
+    experts = train_experts(
+        args.out, cfg, args.minutes, batch_size=4 if smoke else 24, max_steps=3 if smoke else 100_000
+    )
     trained = time.time() - started
     figures = evaluate_experts(experts, 5 if smoke else args.eval_scenes)
     state = torch.load(os.path.join(args.out, "experts.pt"))["state"]
@@ -413,8 +472,10 @@ def main() -> None:
         with open(os.path.join(folder, "experts.json"), "w") as f:
             json.dump(figures, f, indent=1)
     if args.publish:
-        torch.save({"experts": experts.state_dict(), "state": {k: v for k, v in state.items() if k != "history"}},
-                   os.path.join(args.publish, "experts.pt"))
+        torch.save(
+            {"experts": experts.state_dict(), "state": {k: v for k, v in state.items() if k != "history"}},
+            os.path.join(args.publish, "experts.pt"),
+        )
     print(json.dumps(figures, indent=1))
 
 

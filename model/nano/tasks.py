@@ -10,13 +10,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import contract as C
 from . import grammar as G
 from . import world as W
 
 PERCEPTION_QUERIES = 4
 GEN_QUERIES = 16
 ROUTING = {"det": "[DET]", "seg": "[SEG]", "grd": "[GRD]", "pose": "[POSE]", "gen": "[GEN]", "edit": "[EDIT]"}
-SYSTEM = "You are VisionLLM v2-nano, a vision assistant."
+SYSTEM = C.SYSTEM_PROMPT
 KEYPOINT_WORDS = [k.replace("_", " ") for k in W.KEYPOINTS]
 CAPABILITIES = (
     "I can answer questions about an image, describe it, find, segment and ground objects, "
@@ -210,8 +211,14 @@ def grounding(rng: np.random.Generator, split: G.Split = "train") -> Sample:
     expr, target = exprs[int(rng.integers(len(exprs)))]
     # The group's label is the expression itself (the text before the routing token, after a comma).
     answer = f"Yes, {expr}{group('grd')}."
-    return Sample("grounding", [("<image>\n" + G.grounding_request(rng, expr, split), answer)], image, scene, masks,
-                  calls=[Call("grd", [target], phrase=expr)])
+    return Sample(
+        "grounding",
+        [("<image>\n" + G.grounding_request(rng, expr, split), answer)],
+        image,
+        scene,
+        masks,
+        calls=[Call("grd", [target], phrase=expr)],
+    )
 
 
 def pose(rng: np.random.Generator, split: G.Split = "train") -> Sample:
@@ -270,8 +277,15 @@ def question(rng: np.random.Generator, scene: W.Scene, split: G.Split = "train")
         q = G.question_request(rng, "exist", split, a="an" if word[0] in "aeiou" else "a", cat=word)
         return q, "Yes." if category_members(scene, cat) else "No."
     if r < 0.88:
-        exprs = [(e, i) for e, i in referring_expressions(scene) if e.count(" ") <= 2 and "biggest" not in e
-                 and "smallest" not in e and "most" not in e and " at the " not in e]
+        exprs = [
+            (e, i)
+            for e, i in referring_expressions(scene)
+            if e.count(" ") <= 2
+            and "biggest" not in e
+            and "smallest" not in e
+            and "most" not in e
+            and " at the " not in e
+        ]
         if len(exprs) >= 2:
             a, b = rng.choice(len(exprs), size=2, replace=False)
             (ea, ia), (eb, ib) = exprs[int(a)], exprs[int(b)]
@@ -279,16 +293,34 @@ def question(rng: np.random.Generator, scene: W.Scene, split: G.Split = "train")
                 rel = pick(rng, ["left of", "right of", "above", "below"])
                 (ax, ay), (bx, by) = objs[ia].center, objs[ib].center
                 truth = {"left of": ax < bx, "right of": ax > bx, "above": ay < by, "below": ay > by}[rel]
-                phrase = pick(rng, {"left of": ["to the left of", "left of"], "right of": ["to the right of", "right of"],
-                                    "above": ["above", "over"], "below": ["below", "under", "beneath"]}[rel])
-                q = G.question_request(rng, "relation", split, a=G.surface_expression(rng, ea), b=G.surface_expression(rng, eb), rel=phrase)
+                phrase = pick(
+                    rng,
+                    {
+                        "left of": ["to the left of", "left of"],
+                        "right of": ["to the right of", "right of"],
+                        "above": ["above", "over"],
+                        "below": ["below", "under", "beneath"],
+                    }[rel],
+                )
+                q = G.question_request(
+                    rng, "relation", split, a=G.surface_expression(rng, ea), b=G.surface_expression(rng, eb), rel=phrase
+                )
                 return q, "Yes." if truth else "No."
         return question(rng, scene, split)
     if r < 0.95:
         return G.question_request(rng, "caption", split), caption(scene)
-    unknowable = (["What is the person's name?", "What time of day is it?", "Who made this picture?", "What is the weather like in the image?",
-                   "How old is the person?", "What brand is the square?", "Where was this photo taken?"],
-                  ["What is the square thinking?", "How much does the circle weigh?"])
+    unknowable = (
+        [
+            "What is the person's name?",
+            "What time of day is it?",
+            "Who made this picture?",
+            "What is the weather like in the image?",
+            "How old is the person?",
+            "What brand is the square?",
+            "Where was this photo taken?",
+        ],
+        ["What is the square thinking?", "How much does the circle weigh?"],
+    )
     return G.frame(rng, unknowable, split), "I can't tell."
 
 
@@ -324,16 +356,32 @@ def region_question(rng: np.random.Generator, split: G.Split = "train") -> Sampl
         region = masks[i].copy()
     ref = "<reg>region1<region></reg>"
     a = "A person." if obj.kind == "person" else f"A {obj.color} {obj.kind}."
-    return Sample("region", [("<image>\n" + G.region_request(rng, ref, split), a)], image, scene, masks, regions=[region])
+    return Sample(
+        "region", [("<image>\n" + G.region_request(rng, ref, split), a)], image, scene, masks, regions=[region]
+    )
 
 
 def chat(rng: np.random.Generator, split: G.Split = "train") -> Sample:
     pairs = [
-        (["Hello!", "Hi", "Hey there.", "Good morning!", "hello, who are you?"], "Hello! I am VisionLLM v2-nano. " + CAPABILITIES),
-        (["What can you do?", "What are you able to do?", "How can you help me?", "what tasks do you support"], CAPABILITIES),
+        (
+            ["Hello!", "Hi", "Hey there.", "Good morning!", "hello, who are you?"],
+            "Hello! I am VisionLLM v2-nano. " + CAPABILITIES,
+        ),
+        (
+            ["What can you do?", "What are you able to do?", "How can you help me?", "what tasks do you support"],
+            CAPABILITIES,
+        ),
         (["Thank you!", "Thanks.", "thanks a lot"], "You are welcome!"),
-        (["What is the capital of France?", "Who won the football match yesterday?", "What is the price of gold?",
-          "Tell me a joke about cats.", "What will the weather be tomorrow?"], "I can't tell. I only know about images of shapes and people."),
+        (
+            [
+                "What is the capital of France?",
+                "Who won the football match yesterday?",
+                "What is the price of gold?",
+                "Tell me a joke about cats.",
+                "What will the weather be tomorrow?",
+            ],
+            "I can't tell. I only know about images of shapes and people.",
+        ),
     ]
     qs, a = pairs[int(rng.integers(len(pairs)))]
     return Sample("chat", [(vary(rng, pick(rng, qs)), a)])
@@ -360,8 +408,17 @@ def multi_turn(rng: np.random.Generator, split: G.Split = "train") -> Sample:
 # ---------------------------------------------------------------- generation and editing
 
 
-POSITIONS = ["on the left", "on the right", "at the top", "at the bottom", "in the center", "at the top left",
-             "at the top right", "at the bottom left", "at the bottom right"]
+POSITIONS = [
+    "on the left",
+    "on the right",
+    "at the top",
+    "at the bottom",
+    "in the center",
+    "at the top left",
+    "at the top right",
+    "at the bottom left",
+    "at the bottom right",
+]
 
 
 def generation(rng: np.random.Generator, split: G.Split = "train") -> Sample:
@@ -395,32 +452,42 @@ def generation(rng: np.random.Generator, split: G.Split = "train") -> Sample:
         scene.background = "white"
         image, _ = W.render(scene)
     q = G.generation_request(rng, specs, bg if named else None, split)
-    return Sample("generation", [(q, f"Here is the image: {group('gen')}")], calls=[Call("gen", image=image, objects=specs)])
+    return Sample(
+        "generation", [(q, f"Here is the image: {group('gen')}")], calls=[Call("gen", image=image, objects=specs)]
+    )
 
 
 def editing(rng: np.random.Generator, split: G.Split = "train") -> Sample:
     scene, image, masks = new_scene(rng, n_people=0, n_shapes=int(rng.integers(1, 5)))
     shapes = scene.objects
     r = rng.random()
-    new = W.Scene(scene.background, [W.Obj(o.kind, o.color, o.box, o.rgb) for o in shapes], scene.antialias, scene.noise_seed)
+    new = W.Scene(
+        scene.background, [W.Obj(o.kind, o.color, o.box, o.rgb) for o in shapes], scene.antialias, scene.noise_seed
+    )
     exprs = [(e, i) for e, i in referring_expressions(scene) if e.count(" ") <= 2 and "object" not in e]
     if r < 0.3 and exprs:
         expr, i = exprs[int(rng.integers(len(exprs)))]
         color = pick(rng, [c for c in W.COLORS if c != shapes[i].color])
         new.objects[i].color = color
         new.objects[i].rgb = W._jitter(rng, W.COLORS[color], 10)
-        q = G.edit_request(rng, "recolor", split, e=G.surface_expression(rng, expr), c=G.pick(rng, G.COLOR_WORDS[color]))
+        q = G.edit_request(
+            rng, "recolor", split, e=G.surface_expression(rng, expr), c=G.pick(rng, G.COLOR_WORDS[color])
+        )
     elif r < 0.55 and exprs and len(shapes) > 1:
         expr, i = exprs[int(rng.integers(len(exprs)))]
         del new.objects[i]
         q = G.edit_request(rng, "remove", split, e=G.surface_expression(rng, expr))
     elif r < 0.8:
         kind, color, pos = pick(rng, W.KINDS), pick(rng, list(W.COLORS)), pick(rng, POSITIONS)
-        obj = W.make_shape(rng, kind, color, [o.box for o in shapes], W.region_of_position(pos), side=int(rng.integers(16, 29)))
+        obj = W.make_shape(
+            rng, kind, color, [o.box for o in shapes], W.region_of_position(pos), side=int(rng.integers(16, 29))
+        )
         if obj is None:
             return editing(rng, split)
         new.objects.append(obj)
-        q = G.edit_request(rng, "add", split, o=f"a {G.pick(rng, G.COLOR_WORDS[color])} {G.pick(rng, G.KIND_WORDS[kind])}", p=pos)
+        q = G.edit_request(
+            rng, "add", split, o=f"a {G.pick(rng, G.COLOR_WORDS[color])} {G.pick(rng, G.KIND_WORDS[kind])}", p=pos
+        )
     else:
         bg = pick(rng, [b for b in W.BACKGROUNDS if b != scene.background])
         new.background = bg
@@ -446,13 +513,14 @@ FAMILIES = {
 
 
 def render_prompt(sample: Sample, with_answer_of_last: bool = True) -> tuple[str, list[tuple[int, int]]]:
-    """vicuna_v1 text of the conversation, and the character spans of every assistant answer."""
-    text = SYSTEM
+    """The conversation through the manifest's chat template, and the character spans of every
+    assistant answer."""
+    text = C.render_chat([])
     spans = []
     for i, (user, assistant) in enumerate(sample.turns):
-        text += f" USER: {user} ASSISTANT:"
+        asked, answer = C.turn_pieces(user, assistant)
+        text += asked
         if i < len(sample.turns) - 1 or with_answer_of_last:
-            start = len(text)
-            text += f" {assistant}</s>"
-            spans.append((start, len(text)))
+            spans.append((len(text), len(text) + len(answer)))
+            text += answer
     return text, spans

@@ -52,40 +52,124 @@ class Recipe:
     extra: dict = field(default_factory=dict)
 
 
-DECODER_FAMILIES = {"detection": 0.2, "segmentation": 0.14, "grounding": 0.22, "pose": 0.16, "generation": 0.14, "editing": 0.14}
+DECODER_FAMILIES = {
+    "detection": 0.2,
+    "segmentation": 0.14,
+    "grounding": 0.22,
+    "pose": 0.16,
+    "generation": 0.14,
+    "editing": 0.14,
+}
 PERCEPTION_FAMILIES = {"detection": 0.08, "segmentation": 0.05, "grounding": 0.1, "pose": 0.07}
 
 
-# Stage 4: questions weigh most (the weakest family), the language corpus an eighth.
-INSTRUCTION_FAMILIES = {"questions": 0.22, "region": 0.05, "chat": 0.02, "multi_turn": 0.05, "language": 0.12, "detection": 0.15,
-                        "segmentation": 0.13, "grounding": 0.13, "pose": 0.05, "generation": 0.04, "editing": 0.04}
+# Stage 4: questions weigh most (the weakest family), the language corpus a seventh.
+INSTRUCTION_FAMILIES = {
+    "questions": 0.19,
+    "region": 0.05,
+    "chat": 0.02,
+    "multi_turn": 0.05,
+    "language": 0.14,
+    "detection": 0.15,
+    "segmentation": 0.13,
+    "grounding": 0.15,
+    "pose": 0.05,
+    "generation": 0.04,
+    "editing": 0.04,
+}
 
 
 def full_recipe(minutes: float = 90, instruction_minutes: float = 0) -> Recipe:
     # The experts arrive pretrained (stage 0), so stage 1 teaches the LLM to chat and to say what the
     # experts' phrase encoder said (the link alignment needs no decoder run, so it is cheap); stage 2
     # adds the decoders' own losses end to end; stage 3 tunes links, queries and decoders alone.
-    return Recipe([
-        Stage("1-chat", {"questions": 0.35, "region": 0.2, "chat": 0.05, "multi_turn": 0.1, **PERCEPTION_FAMILIES}, 20000, minutes * 0.4,
-              {"encoders": 1e-3, "llm": 1e-3, "queries": 1e-3, "links": 1e-3}),
-        Stage("2-multi-capacity", {"questions": 0.2, "region": 0.12, "chat": 0.02, "multi_turn": 0.05, **{k: v * 0.6 for k, v in DECODER_FAMILIES.items()}},
-              20000, minutes * 0.5, {"encoders": 3e-4, "llm": 3e-4, "queries": 1e-3, "links": 1e-3, "experts": 1e-4, "decoders": 1e-3}),
-        Stage("3-decoders", DECODER_FAMILIES, 10000, minutes * 0.1, {"queries": 5e-4, "links": 5e-4, "experts": 5e-5, "decoders": 5e-4}),
-        *([Stage("4-instructions", INSTRUCTION_FAMILIES, 20000, instruction_minutes,
-                 {"encoders": 1e-4, "llm": 2e-4, "queries": 5e-4, "links": 5e-4, "experts": 5e-5, "decoders": 3e-4})]
-          if instruction_minutes > 0 else []),
-    ])
+    return Recipe(
+        [
+            Stage(
+                "1-chat",
+                {"questions": 0.35, "region": 0.2, "chat": 0.05, "multi_turn": 0.1, **PERCEPTION_FAMILIES},
+                20000,
+                minutes * 0.4,
+                {"encoders": 1e-3, "llm": 1e-3, "queries": 1e-3, "links": 1e-3},
+            ),
+            Stage(
+                "2-multi-capacity",
+                {
+                    "questions": 0.2,
+                    "region": 0.12,
+                    "chat": 0.02,
+                    "multi_turn": 0.05,
+                    **{k: v * 0.6 for k, v in DECODER_FAMILIES.items()},
+                },
+                20000,
+                minutes * 0.5,
+                {"encoders": 3e-4, "llm": 3e-4, "queries": 1e-3, "links": 1e-3, "experts": 1e-4, "decoders": 1e-3},
+            ),
+            Stage(
+                "3-decoders",
+                DECODER_FAMILIES,
+                10000,
+                minutes * 0.1,
+                {"queries": 5e-4, "links": 5e-4, "experts": 5e-5, "decoders": 5e-4},
+            ),
+            *(
+                [
+                    Stage(
+                        "4-instructions",
+                        INSTRUCTION_FAMILIES,
+                        20000,
+                        instruction_minutes,
+                        {
+                            "encoders": 1e-4,
+                            "llm": 2e-4,
+                            "queries": 5e-4,
+                            "links": 5e-4,
+                            "experts": 5e-5,
+                            "decoders": 3e-4,
+                        },
+                    )
+                ]
+                if instruction_minutes > 0
+                else []
+            ),
+        ]
+    )
 
 
 def smoke_recipe() -> Recipe:
     fams = {k: 1.0 for k in T.FAMILIES}
-    return Recipe([
-        Stage("1-chat", {"questions": 1.0, "chat": 1.0, "detection": 1.0, "pose": 1.0}, 2, 5, {"encoders": 1e-3, "llm": 1e-3, "links": 1e-3}, batch_size=2),
-        Stage("2-multi-capacity", fams, 10, 5, {"encoders": 1e-4, "llm": 1e-4, "queries": 1e-3, "links": 1e-3, "experts": 1e-4, "decoders": 1e-3},
-              batch_size=2),
-        Stage("3-decoders", DECODER_FAMILIES, 3, 5, {"queries": 1e-3, "links": 1e-3, "decoders": 1e-3}, batch_size=2),
-        Stage("4-instructions", INSTRUCTION_FAMILIES, 3, 5, {"llm": 1e-4, "queries": 1e-3, "links": 1e-3, "decoders": 1e-3}, batch_size=2),
-    ], checkpoint_every=5)
+    return Recipe(
+        [
+            Stage(
+                "1-chat",
+                {"questions": 1.0, "chat": 1.0, "detection": 1.0, "pose": 1.0},
+                2,
+                5,
+                {"encoders": 1e-3, "llm": 1e-3, "links": 1e-3},
+                batch_size=2,
+            ),
+            Stage(
+                "2-multi-capacity",
+                fams,
+                10,
+                5,
+                {"encoders": 1e-4, "llm": 1e-4, "queries": 1e-3, "links": 1e-3, "experts": 1e-4, "decoders": 1e-3},
+                batch_size=2,
+            ),
+            Stage(
+                "3-decoders", DECODER_FAMILIES, 3, 5, {"queries": 1e-3, "links": 1e-3, "decoders": 1e-3}, batch_size=2
+            ),
+            Stage(
+                "4-instructions",
+                INSTRUCTION_FAMILIES,
+                3,
+                5,
+                {"llm": 1e-4, "queries": 1e-3, "links": 1e-3, "decoders": 1e-3},
+                batch_size=2,
+            ),
+        ],
+        checkpoint_every=5,
+    )
 
 
 class SampleStream(torch.utils.data.IterableDataset):
@@ -142,7 +226,11 @@ def route(batch: B.Batch) -> Routed:
 def link_embeddings(model: VisionLLMv2Nano, fwd: B.Forward, routed: Routed):
     """Perception class embeddings [G,link], pose person [P,link] and keypoints [P,K,link]."""
     cfg = model.c
-    perception = model.perception_link(torch.stack([fwd.query_states[gi] for gi, _, _ in routed.perception])) if routed.perception else None
+    perception = (
+        model.perception_link(torch.stack([fwd.query_states[gi] for gi, _, _ in routed.perception]))
+        if routed.perception
+        else None
+    )
     person = kps = None
     if routed.pose_person:
         person = model.perception_link(torch.stack([fwd.query_states[gi] for gi, _, _ in routed.pose_person]))
@@ -169,8 +257,9 @@ def alignment_losses(teacher: PhraseEncoder, routed: Routed, perception, person,
     return out
 
 
-def super_link_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward, teacher: PhraseEncoder | None,
-                      decoders: bool) -> dict[str, torch.Tensor]:
+def super_link_losses(
+    model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward, teacher: PhraseEncoder | None, decoders: bool
+) -> dict[str, torch.Tensor]:
     """The link's alignment to the phrase encoder it replaces (when a teacher is given) and, with
     `decoders`, every decoder that the batch's routing groups call, on their targets."""
     routed = route(batch)
@@ -181,7 +270,9 @@ def super_link_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward, te
     return out
 
 
-def decoder_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward, routed: Routed, perception, person, kps) -> dict[str, torch.Tensor]:
+def decoder_losses(
+    model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward, routed: Routed, perception, person, kps
+) -> dict[str, torch.Tensor]:
     cfg = model.c
     out: dict[str, torch.Tensor] = {}
     images, levels = batch.images, fwd.levels
@@ -192,18 +283,25 @@ def decoder_losses(model: VisionLLMv2Nano, batch: B.Batch, fwd: B.Forward, route
     if perception is not None and images is not None:
         feats = model.perception_decoder.features(images, levels, base)
         rows = torch.tensor([batch.image_of_sample[b] for _, b, _ in routed.perception])
-        targets = [P.perception_target(batch.samples[b].scene, batch.samples[b].masks, call.targets) for _, b, call in routed.perception]
+        targets = [
+            P.perception_target(batch.samples[b].scene, batch.samples[b].masks, call.targets)
+            for _, b, call in routed.perception
+        ]
         out["perception"] = P.perception_loss(model.perception_decoder, feats, rows, perception, targets)
         used = sorted(set(rows.tolist()))
         samples = {batch.image_of_sample[b]: batch.samples[b] for _, b, _ in routed.perception}
         foreground = np.stack([P.foreground_target(samples[r].masks) for r in used])
-        out["perception"] = out["perception"] + P.foreground_loss(model.perception_decoder, (feats[0][used], feats[1][used]), foreground)
+        out["perception"] = out["perception"] + P.foreground_loss(
+            model.perception_decoder, (feats[0][used], feats[1][used]), foreground
+        )
     if person is not None and kps is not None and images is not None:
         rows = torch.tensor([batch.image_of_sample[b] for _, b, _ in routed.pose_person])
         targets = [P.pose_target(batch.samples[b].scene) for _, b, _ in routed.pose_person]
         out["pose"] = P.pose_loss(model.pose_decoder, base, rows, person, kps, targets)
-    for name, entries, link, denoiser in (("generation", routed.gen, model.generation_link, model.generator),
-                                          ("editing", routed.edit, model.editing_link, model.editor)):
+    for name, entries, link, denoiser in (
+        ("generation", routed.gen, model.generation_link, model.generator),
+        ("editing", routed.edit, model.editing_link, model.editor),
+    ):
         if not entries:
             continue
         cond = link(torch.stack([fwd.query_states[gi] for gi, _, _ in entries]))
@@ -220,7 +318,9 @@ def make_optimizer(model: VisionLLMv2Nano, stage: Stage) -> torch.optim.Optimize
     groups = []
     for name, members in model.groups().items():
         # dict.fromkeys: the experts share one backbone, whose parameters must enter the optimizer once.
-        params = list(dict.fromkeys(p for m in members for p in ([m] if isinstance(m, torch.nn.Parameter) else m.parameters())))
+        params = list(
+            dict.fromkeys(p for m in members for p in ([m] if isinstance(m, torch.nn.Parameter) else m.parameters()))
+        )
         train = name in stage.lr
         for p in params:
             p.requires_grad_(train)
@@ -263,11 +363,23 @@ def train(out_dir: str, cfg: Config, recipe: Recipe, tok: Tokenizer, experts_pat
             saved = torch.load(ckpt_path)
             if saved.get("optimizer"):
                 optimizer.load_state_dict(saved["optimizer"])
-        stream = torch.utils.data.DataLoader(SampleStream(stage.families, stage.batch_size, recipe.seed * 1000 + si * 100 + state["step"]),
-                                             batch_size=None, num_workers=1, prefetch_factor=4, persistent_workers=False,
-                                             worker_init_fn=P.quiet_worker)
+        stream = torch.utils.data.DataLoader(
+            SampleStream(stage.families, stage.batch_size, recipe.seed * 1000 + si * 100 + state["step"]),
+            batch_size=None,
+            num_workers=1,
+            prefetch_factor=4,
+            persistent_workers=False,
+            worker_init_fn=P.quiet_worker,
+        )
         started = time.time() - state["elapsed"]
-        bar = tqdm(total=stage.steps, initial=state["step"], desc=f"stage {stage.name}", mininterval=5, dynamic_ncols=False, ncols=110)
+        bar = tqdm(
+            total=stage.steps,
+            initial=state["step"],
+            desc=f"stage {stage.name}",
+            mininterval=5,
+            dynamic_ncols=False,
+            ncols=110,
+        )
         model.train()
         for family, samples in stream:
             step = state["step"]
@@ -275,7 +387,10 @@ def train(out_dir: str, cfg: Config, recipe: Recipe, tok: Tokenizer, experts_pat
             if step >= stage.steps or minutes >= stage.minutes:
                 break
             warm = min(1.0, (step + 1) / 50)
-            horizon = min(stage.steps, max(step + 1, int(step / max(minutes, 1e-3) * stage.minutes)) if minutes > 0.5 else stage.steps)
+            horizon = min(
+                stage.steps,
+                max(step + 1, int(step / max(minutes, 1e-3) * stage.minutes)) if minutes > 0.5 else stage.steps,
+            )
             decay = 0.5 * (1 + math.cos(math.pi * min(1.0, step / max(1, horizon))))
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * warm * (0.05 + 0.95 * decay)
@@ -283,8 +398,15 @@ def train(out_dir: str, cfg: Config, recipe: Recipe, tok: Tokenizer, experts_pat
             fwd = B.forward(model, tok, batch)
             parts = {"lm": fwd.lm_loss} if "llm" in stage.lr else {}
             if "links" in stage.lr or "decoders" in stage.lr:
-                parts.update(super_link_losses(model, batch, fwd, teacher if "links" in stage.lr else None,
-                                               decoders="experts" in stage.lr or "decoders" in stage.lr))
+                parts.update(
+                    super_link_losses(
+                        model,
+                        batch,
+                        fwd,
+                        teacher if "links" in stage.lr else None,
+                        decoders="experts" in stage.lr or "decoders" in stage.lr,
+                    )
+                )
             if not parts:
                 continue
             loss = sum(parts.values())  # the paper sums task losses without weights
@@ -294,12 +416,21 @@ def train(out_dir: str, cfg: Config, recipe: Recipe, tok: Tokenizer, experts_pat
             optimizer.step()
             state["step"] = step + 1
             state["elapsed"] = time.time() - started
-            state["history"].append({"stage": stage.name, "step": step, "family": family, "time": time.time(),
-                                     **{k: float(v) for k, v in parts.items()}})
+            state["history"].append(
+                {
+                    "stage": stage.name,
+                    "step": step,
+                    "family": family,
+                    "time": time.time(),
+                    **{k: float(v) for k, v in parts.items()},
+                }
+            )
             bar.update(1)
             bar.set_postfix_str(f"{family[:10]} " + " ".join(f"{k}={float(v):.3f}" for k, v in parts.items()))
             if state["step"] % recipe.checkpoint_every == 0:
-                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, ckpt_path)
+                torch.save(
+                    {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, ckpt_path
+                )
         bar.close()
         state = {"stage": si + 1, "step": 0, "history": state["history"], "elapsed": 0.0}
         torch.save({"model": model.state_dict(), "optimizer": None, "state": state}, ckpt_path)

@@ -180,7 +180,9 @@ def make_person(rng: np.random.Generator, placed: list) -> Obj | None:
         return None
     ox, oy = box[0] - ex0, box[1] - ey0
     kps = [(x + ox, y + oy) for x, y in kps]
-    return Obj(kind="person", color=None, box=box, rgb=_jitter(rng, PERSON_RGB, 10), keypoints=kps, head_radius=r, limb_width=w)
+    return Obj(
+        kind="person", color=None, box=box, rgb=_jitter(rng, PERSON_RGB, 10), keypoints=kps, head_radius=r, limb_width=w
+    )
 
 
 def sample_scene(rng: np.random.Generator, n_shapes: int | None = None, n_people: int | None = None) -> Scene:

@@ -28,15 +28,20 @@ class ApiEvalTest(unittest.TestCase):
             np.testing.assert_array_equal(decode_rle(encode_rle(bits)), bits)
 
     def test_regions_become_region_parts_where_the_mark_was(self):
-        parts = content_parts("What is in <reg>region1<region></reg>?", np.zeros((4, 4, 3), np.uint8), [np.ones((4, 4), bool)])
+        parts = content_parts(
+            "What is in <reg>region1<region></reg>?", np.zeros((4, 4, 3), np.uint8), [np.ones((4, 4), bool)]
+        )
         self.assertEqual([p["type"] for p in parts], ["image_url", "text", "region", "text"])
         self.assertTrue(parts[2]["region"]["mask"].startswith("data:image/png;base64,"))
 
     def test_events_become_a_result(self):
         events = [
             {"type": "text-delta", "delta": "Yes, here are the results for circle"},
-            {"type": "detections", "label": "circle", "items": [{"score": 0.9, "box": [1, 2, 3, 4],
-                                                               "mask": encode_rle(np.eye(3, dtype=bool))}]},
+            {
+                "type": "detections",
+                "label": "circle",
+                "items": [{"score": 0.9, "box": [1, 2, 3, 4], "mask": encode_rle(np.eye(3, dtype=bool))}],
+            },
             {"type": "text-delta", "delta": " in the image."},
             {"type": "done", "finish_reason": "stop"},
         ]

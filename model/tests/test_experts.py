@@ -24,7 +24,9 @@ class TargetsTest(unittest.TestCase):
         rng = np.random.default_rng(0)
         for _ in range(150):
             scene = W.sample_scene(rng)
-            cells = [int((o.box[1] + o.box[3]) / 2 // 8) * 16 + int((o.box[0] + o.box[2]) / 2 // 8) for o in scene.shapes()]
+            cells = [
+                int((o.box[1] + o.box[3]) / 2 // 8) * 16 + int((o.box[0] + o.box[2]) / 2 // 8) for o in scene.shapes()
+            ]
             self.assertEqual(len(cells), len(set(cells)))
 
     def test_box_targets_weight_only_cells_near_a_centre(self):
@@ -74,8 +76,12 @@ class GraphPartsTest(unittest.TestCase):
         pixels = torch.zeros(2, 3, 128, 128)
         levels = torch.zeros(2, 3, 256, SMOKE.vit_dim)
         logits, boxes, masks = perception(pixels, levels, torch.zeros(2, SMOKE.link_dim))
-        self.assertEqual((tuple(logits.shape), tuple(boxes.shape), tuple(masks.shape)), ((2, 256), (2, 256, 4), (2, 256, 64, 64)))
-        logits, boxes, kps, scores = pose(pixels, levels, torch.zeros(2, SMOKE.link_dim), torch.zeros(2, 11, SMOKE.link_dim))
+        self.assertEqual(
+            (tuple(logits.shape), tuple(boxes.shape), tuple(masks.shape)), ((2, 256), (2, 256, 4), (2, 256, 64, 64))
+        )
+        logits, boxes, kps, scores = pose(
+            pixels, levels, torch.zeros(2, SMOKE.link_dim), torch.zeros(2, 11, SMOKE.link_dim)
+        )
         self.assertEqual((tuple(kps.shape), tuple(scores.shape)), ((2, 256, 11, 2), (2, 256, 11)))
 
 

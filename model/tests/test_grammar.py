@@ -15,8 +15,16 @@ FAMILIES = ["questions", "region", "detection", "segmentation", "grounding", "po
 def held_out_markers() -> list[str]:
     """Distinctive lower-case pieces of every held-out frame and slot value."""
     marks = []
-    for frames in [G.PERCEPTION_FRAMES, G.DETECTION_QUESTIONS, G.GROUNDING_FRAMES, G.POSE_FRAMES, G.REGION_FRAMES,
-                   G.GENERATION_FRAMES, *G.QUESTION_FRAMES.values(), *G.EDIT_FRAMES.values()]:
+    for frames in [
+        G.PERCEPTION_FRAMES,
+        G.DETECTION_QUESTIONS,
+        G.GROUNDING_FRAMES,
+        G.POSE_FRAMES,
+        G.REGION_FRAMES,
+        G.GENERATION_FRAMES,
+        *G.QUESTION_FRAMES.values(),
+        *G.EDIT_FRAMES.values(),
+    ]:
         for f in frames[1]:
             words = [w for w in f.lower().split() if "{" not in w]
             marks.append(" ".join(words[:3]))
@@ -32,8 +40,12 @@ def requests(split: str, n: int) -> list[str]:
     """Requests of every family straight from the grammar (no scenes to render: fast)."""
     rng = np.random.default_rng(7)
     makers = [
-        lambda: G.detection_request(rng, list(rng.choice(CATEGORIES, size=int(rng.integers(1, 4)), replace=False)), split, False),
-        lambda: G.detection_request(rng, list(rng.choice(CATEGORIES, size=int(rng.integers(1, 4)), replace=False)), split, True),
+        lambda: G.detection_request(
+            rng, list(rng.choice(CATEGORIES, size=int(rng.integers(1, 4)), replace=False)), split, False
+        ),
+        lambda: G.detection_request(
+            rng, list(rng.choice(CATEGORIES, size=int(rng.integers(1, 4)), replace=False)), split, True
+        ),
         lambda: G.grounding_request(rng, "the leftmost purple diamond", split),
         lambda: G.pose_request(rng, split),
         lambda: G.region_request(rng, "<reg>region1<region></reg>", split),

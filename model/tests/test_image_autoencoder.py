@@ -26,8 +26,12 @@ class ImageAutoencoderTest(unittest.TestCase):
     def test_training_resumes_from_its_checkpoint(self):
         torch.manual_seed(0)
         with tempfile.TemporaryDirectory() as out:
-            _, first = A.train(out, minutes=1, latent=32, channels=4, batch=2, max_steps=2, width=8, eval_scenes=4, log=lambda _: None)
-            _, second = A.train(out, minutes=1, latent=32, channels=4, batch=2, max_steps=1, width=8, eval_scenes=4, log=lambda _: None)
+            _, first = A.train(
+                out, minutes=1, latent=32, channels=4, batch=2, max_steps=2, width=8, eval_scenes=4, log=lambda _: None
+            )
+            _, second = A.train(
+                out, minutes=1, latent=32, channels=4, batch=2, max_steps=1, width=8, eval_scenes=4, log=lambda _: None
+            )
         self.assertEqual(first["steps"], 2)
         self.assertEqual(second["steps"], 3)
         self.assertEqual(second["latent"], [4, 32, 32])
