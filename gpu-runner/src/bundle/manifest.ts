@@ -54,7 +54,8 @@ export type TableName = (typeof TABLE_NAMES)[number];
 const routingEntry = z.object({
   table: z.enum(TABLE_NAMES),
   link: z.enum(["superlink_perception", "superlink_pose", "superlink_generation", "superlink_editing"]),
-  task: z.enum(["detection", "segmentation", "grounding", "pose", "generation", "editing"]),
+  // Any task a link serves (model/links): the runner refuses a bundle whose tasks it has no link for.
+  task: z.string().min(1),
 });
 export type RoutingEntry = z.infer<typeof routingEntry>;
 
@@ -129,3 +130,12 @@ export const ManifestSchema = z.object({
   ),
 });
 export type Manifest = z.infer<typeof ManifestSchema>;
+
+/** The manifest contract as JSON Schema, for the Python export (scripts/manifest-schema.ts writes it). */
+export function manifestJsonSchema(): Record<string, unknown> {
+  return {
+    ...z.toJSONSchema(ManifestSchema, { io: "input", unrepresentable: "throw" }),
+    title: "VisionLLM bundle manifest",
+    $comment: "Generated from gpu-runner/src/bundle/manifest.ts by `npm run schema:manifest`; do not edit.",
+  };
+}
