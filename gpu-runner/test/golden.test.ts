@@ -8,7 +8,9 @@ import { createBackend, float32, type HostTensor, int64, type Provider } from ".
 import { loadBundle } from "../src/bundle/load";
 import type { AnyGraphName } from "../src/bundle/manifest";
 import { Mulberry32 } from "../src/generation/rng";
-import { generate, preparePrompt, runImageDecoder } from "../src/model/generate";
+import { generate } from "../src/model/generate";
+import { runImageDecoder } from "../src/model/links";
+import { preparePrompt } from "../src/model/prompt";
 import { VisionLLM } from "../src/model/visionllm";
 
 /**

@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createBackend } from "../src/backend/onnx";
 import { loadBundle } from "../src/bundle/load";
 import { PrefixCache } from "../src/engine/prefix-cache";
-import { type PositionKey, preparePrompt } from "../src/model/generate";
 import type { KVCache } from "../src/model/kv-slots";
+import { type PositionKey, preparePrompt } from "../src/model/prompt";
 import { VisionLLM } from "../src/model/visionllm";
 
 /**
@@ -139,7 +139,7 @@ describe("prefix cache", () => {
         prompt: text,
         images: [sha256 ? { bytes, sha256 } : { bytes }],
         regions: [],
-        sampling: { max_tokens: 8, temperature: 0, top_p: 1, top_k: 0, seed: null, stop: [] },
+        sampling: { max_tokens: 8 },
         maxImagePixels: 1 << 24,
       });
     const [a, a2, b, none, none2] = await Promise.all([

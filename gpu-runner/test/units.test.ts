@@ -7,7 +7,7 @@ import type { Manifest } from "../src/bundle/manifest";
 import { ImageFeatureCache, RequestCacheView } from "../src/engine/feature-cache";
 import { Mulberry32 } from "../src/generation/rng";
 import { argmax, findStop, partialStopLength, sampleToken } from "../src/generation/sampler";
-import type { PreparedImage } from "../src/model/generate";
+import type { PreparedImage } from "../src/model/prompt";
 import {
   groupLabel,
   postprocessDetections,

@@ -1,4 +1,4 @@
-import type { FeatureCache, PreparedImage } from "../model/generate";
+import type { FeatureCache, PreparedImage } from "../model/prompt";
 
 /**
  * Encoded images by content digest, least recently used evicted first, bounded in bytes, so a

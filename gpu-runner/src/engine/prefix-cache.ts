@@ -1,5 +1,5 @@
-import type { PositionKey, PrefixStore } from "../model/generate";
 import { cachePrefix, type KVCache } from "../model/kv-slots";
+import type { PositionKey, PrefixStore } from "../model/prompt";
 
 interface Entry {
   keys: readonly PositionKey[];

@@ -395,43 +395,42 @@ export class VisionLLM {
     });
   }
 
+  /**
+   * The past KV of a decode step on `llm`: the last step's outputs if it ran the same sequences (their
+   * KV already laid out; `rows[i]` is item i's row there), else each cache packed afresh.
+   */
+  #residentPast(items: ReadonlyArray<{ cache: KVCache }>): {
+    rows: number[];
+    past: number;
+    pastTensors: Float32Array[];
+  } {
+    const b = items.length;
+    const resident = this.#resident;
+    // A cache is in at most one pending step, so b distinct caches all found means the same set.
+    const residentRows =
+      resident?.caches.length === b ? items.map((item) => resident.caches.indexOf(item.cache)) : [];
+    if (resident && residentRows.length === b && residentRows.every((r) => r >= 0)) {
+      // The members are in flight now.
+      this.#resident = undefined;
+      return { rows: residentRows, past: resident.total, pastTensors: resident.tensors };
+    }
+    this.#settle();
+    const past = Math.max(...items.map((i) => i.cache.length));
+    const caches = items.map((item) => item.cache);
+    const pastTensors: Float32Array[] = [];
+    for (let layer = 0; layer < this.manifest.config.llm_layers; layer++) {
+      for (const kind of ["key", "value"] as const) pastTensors.push(this.#pack(caches, past, layer, kind));
+    }
+    return { rows: items.map((_, i) => i), past, pastTensors };
+  }
+
   /** The decode step on `llm` (bundles without `llm_decode`), reusing the last batch's tensors. */
   async #residentStep(
     items: ReadonlyArray<{ embeds: Float32Array; cache: KVCache }>,
   ): Promise<Array<{ logits: Float32Array; hidden: Float32Array }>> {
     const b = items.length;
     const layers = this.manifest.config.llm_layers;
-    // rows[i]: the row of items[i] in this step's tensors.
-    let rows = items.map((_, i) => i);
-    let past: number;
-    let pastTensors: Float32Array[];
-    const resident = this.#resident;
-    // A cache is in at most one pending step, so b distinct caches all found means the same set.
-    const residentRows =
-      resident?.caches.length === b ? items.map((item) => resident.caches.indexOf(item.cache)) : [];
-    if (resident && residentRows.length === b && residentRows.every((r) => r >= 0)) {
-      // The same sequences as last step: their KV is already laid out; the members are in flight now.
-      this.#resident = undefined;
-      rows = residentRows;
-      past = resident.total;
-      pastTensors = resident.tensors;
-    } else {
-      this.#settle();
-      past = Math.max(...items.map((i) => i.cache.length));
-      pastTensors = [];
-      for (let layer = 0; layer < layers; layer++) {
-        for (const kind of ["key", "value"] as const) {
-          pastTensors.push(
-            this.#pack(
-              items.map((item) => item.cache),
-              past,
-              layer,
-              kind,
-            ),
-          );
-        }
-      }
-    }
+    const { rows, past, pastTensors } = this.#residentPast(items);
     const total = past + 1;
     const caches: KVCache[] = new Array(b);
     const embeds = new Float32Array(b * this.dim);

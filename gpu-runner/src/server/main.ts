@@ -1,6 +1,7 @@
 import { serve } from "@hono/node-server";
 import { createBackend } from "../backend/onnx";
 import { loadBundle } from "../bundle/load";
+import { defaultLinks } from "../model/links";
 import { VisionLLM } from "../model/visionllm";
 import { createRunnerApp } from "./app";
 import { loadConfig } from "./config";
@@ -13,6 +14,11 @@ async function main(): Promise<void> {
   const started = performance.now();
   const backend = await createBackend({ provider: config.RUNNER_PROVIDER, threads: config.RUNNER_THREADS });
   const model = await VisionLLM.load(await loadBundle(config.RUNNER_BUNDLE), backend);
+  const unserved = defaultLinks.missing(Object.values(model.manifest.routing).map((entry) => entry.task));
+  if (unserved.length > 0)
+    throw new Error(
+      `The bundle routes to tasks this runner has no decoder link for: ${unserved.join(", ")}.`,
+    );
   const runner = createRunnerApp(model, config, logger);
   const server = serve(
     { fetch: runner.app.fetch, hostname: config.RUNNER_HOST, port: config.RUNNER_PORT },
