@@ -18,8 +18,10 @@ const usage = `usage: npm run ask -- [--image FILE] [--box x0,y0,x1,y1 | --point
                       [--out DIR] "question"
 A region (--box/--point) is referred to in the question as <region>, e.g. "What is in <region>?".`;
 
-async function main(): Promise<void> {
-  const { values, positionals } = parseArgs({
+type Args = ReturnType<typeof args>;
+
+function args() {
+  return parseArgs({
     allowPositionals: true,
     options: {
       image: { type: "string" },
@@ -34,6 +36,50 @@ async function main(): Promise<void> {
       help: { type: "boolean", short: "h" },
     },
   });
+}
+
+/** The question with its region, if one was given, as the template's region reference. */
+function regionOf(
+  values: Args["values"],
+  question: string,
+  ref: string,
+): { text: string; regions: RunnerRegion[] } {
+  if (!values.box && !values.point) return { text: question, regions: [] };
+  const nums = (values.box ?? values.point ?? "").split(",").map(Number);
+  let region: RunnerRegion;
+  if (values.box && nums.length === 4)
+    region = { image_index: 0, box: [nums[0] ?? 0, nums[1] ?? 0, nums[2] ?? 0, nums[3] ?? 0] };
+  else if (values.point && nums.length === 2)
+    region = { image_index: 0, point: [nums[0] ?? 0, nums[1] ?? 0] };
+  else throw new Error("--box needs x0,y0,x1,y1 and --point needs x,y");
+  const text = question.includes("<region>") ? question.replace("<region>", ref) : `${question} ${ref}`;
+  return { text, regions: [region] };
+}
+
+/** One event as a JSON line: images written to --out, long payloads shortened. */
+async function print(event: StreamEvent, out: string | undefined): Promise<void> {
+  if (event.type === "image" && out) {
+    const file = path.join(out, `${event.task}-${event.group}.png`);
+    await writeFile(file, Buffer.from(event.png_base64, "base64"));
+    console.log(
+      JSON.stringify({ ...event, png_base64: `<${event.png_base64.length} chars, written to ${file}>` }),
+    );
+  } else if (event.type === "image-progress" && event.preview_png_base64) {
+    console.log(
+      JSON.stringify({ ...event, preview_png_base64: `<${event.preview_png_base64.length} chars>` }),
+    );
+  } else if (event.type === "detections") {
+    const items = event.items.map((d) => ({
+      ...d,
+      box: d.box.map((v) => Math.round(v * 10) / 10),
+      mask: d.mask ? `<rle ${d.mask.counts.length} runs>` : undefined,
+    }));
+    console.log(JSON.stringify({ ...event, items }));
+  } else console.log(JSON.stringify(event));
+}
+
+async function main(): Promise<void> {
+  const { values, positionals } = args();
   const question = positionals.join(" ").trim();
   if (values.help || !question) {
     console.error(usage);
@@ -45,64 +91,36 @@ async function main(): Promise<void> {
   const model = await VisionLLM.load(bundle, await createBackend({ provider }));
   const m = bundle.manifest;
   const images = values.image ? [{ bytes: new Uint8Array(await readFile(values.image)) }] : [];
-  const regions: RunnerRegion[] = [];
-  let text = question;
-  const regionRef = `${m.special_tokens.region_start}region1${m.special_tokens.region}${m.special_tokens.region_end}`;
-  if (values.box || values.point) {
-    const nums = (values.box ?? values.point ?? "").split(",").map(Number);
-    if (values.box && nums.length === 4)
-      regions.push({ image_index: 0, box: [nums[0] ?? 0, nums[1] ?? 0, nums[2] ?? 0, nums[3] ?? 0] });
-    else if (values.point && nums.length === 2)
-      regions.push({ image_index: 0, point: [nums[0] ?? 0, nums[1] ?? 0] });
-    else throw new Error("--box needs x0,y0,x1,y1 and --point needs x,y");
-    text = text.includes("<region>") ? text.replace("<region>", regionRef) : `${text} ${regionRef}`;
-  }
-  const content = images.length ? `${m.special_tokens.image}\n${text}` : text;
+  const special = m.special_tokens;
+  const { text, regions } = regionOf(
+    values,
+    question,
+    `${special.region_start}region1${special.region}${special.region_end}`,
+  );
+  const content = images.length ? `${special.image}\n${text}` : text;
   const prompt = renderChat(m.chat_template, m.system_prompt, [{ role: "user", content }]);
-  const sequencer = new EventSequencer();
   const seed = values.seed === undefined ? null : Number(values.seed);
+  const sampling = {
+    max_tokens: Number(values["max-tokens"]),
+    temperature: Number(values.temperature),
+    top_p: 1,
+    top_k: 0,
+    seed,
+    stop: [],
+  };
   if (values.out) await mkdir(values.out, { recursive: true });
+  const sequencer = new EventSequencer();
   let answer = "";
   for await (const raw of generate(model, {
     prompt,
     images,
     regions,
-    sampling: {
-      max_tokens: Number(values["max-tokens"]),
-      temperature: Number(values.temperature),
-      top_p: 1,
-      top_k: 0,
-      seed,
-      stop: [],
-    },
+    sampling,
     maxImagePixels: 16_777_216,
   })) {
     const event = sequencer.number(raw) as StreamEvent;
     if (event.type === "text-delta") answer += event.delta;
-    if (event.type === "image" && values.out) {
-      const file = path.join(values.out, `${event.task}-${event.group}.png`);
-      await writeFile(file, Buffer.from(event.png_base64, "base64"));
-      console.log(
-        JSON.stringify({ ...event, png_base64: `<${event.png_base64.length} chars, written to ${file}>` }),
-      );
-      continue;
-    }
-    if (event.type === "image-progress" && event.preview_png_base64) {
-      console.log(
-        JSON.stringify({ ...event, preview_png_base64: `<${event.preview_png_base64.length} chars>` }),
-      );
-      continue;
-    }
-    if (event.type === "detections") {
-      const items = event.items.map((d) => ({
-        ...d,
-        box: d.box.map((v) => Math.round(v * 10) / 10),
-        mask: d.mask ? `<rle ${d.mask.counts.length} runs>` : undefined,
-      }));
-      console.log(JSON.stringify({ ...event, items }));
-      continue;
-    }
-    console.log(JSON.stringify(event));
+    await print(event, values.out);
   }
   console.error(`answer: ${answer}`);
   console.error(`backend: ${model.backend.runtime} ${model.backend.device}`);
