@@ -376,81 +376,91 @@ export function jobRetryDelaySeconds(
 
 /** JOBS consumer: at-least-once delivery, so every step checks the job's current state. */
 export async function consumeJobs(batch: MessageBatch<JobMessage>, env: Env): Promise<void> {
-  const maxAttempts = Number(env.JOB_MAX_ATTEMPTS || 8);
-  for (const message of batch.messages) {
-    const { jobId: id, origin } = message.body;
-    const row = await getRow(env, id);
-    if (!row || row.state === "succeeded" || row.state === "failed" || row.state === "canceled") {
-      message.ack();
-      continue;
-    }
-    await env.DB.prepare("UPDATE jobs SET attempts = attempts + 1, updated_at = ? WHERE id = ?")
-      .bind(Date.now(), id)
-      .run();
-    if (await transition(env, id, ["queued"], "running")) await notify(env, id, "start", origin);
-    try {
-      const chat = ChatCompletionRequestSchema.parse(JSON.parse(row.request));
-      const { assembled, digests, sampling } = await prepareGeneration(env, chat);
-      const canceled = new AbortController();
-      const forwarded = await forwardGenerate(
-        env,
-        runnerRequest(`${id}-${row.attempts + 1}`, assembled, digests, sampling),
-        AbortSignal.any([AbortSignal.timeout(300_000), canceled.signal]),
-      );
-      const watcher = watchForCancel(env, id, canceled);
-      const events: StreamEvent[] = [];
-      try {
-        for await (const event of readEventStream(forwarded.response.body as ReadableStream<Uint8Array>)) {
-          events.push(event);
-          if (event.type === "error") throw failureOf(event);
-        }
-      } catch (error) {
-        if (!canceled.signal.aborted) throw error;
-      } finally {
-        watcher.stop();
-        forwarded.done();
-      }
-      if (canceled.signal.aborted) {
-        message.ack();
-        continue;
-      }
-      const done = events.at(-1);
-      if (done?.type !== "done")
-        throw new VisionLLMError("runner_unavailable", "The runner closed the stream before the end.");
-      const output = await storeOutput(env, id, origin, events);
-      if ((await getRow(env, id))?.state === "canceled") {
-        message.ack();
-        continue;
-      }
-      if (
-        await transition(env, id, ["running"], "succeeded", { result: JSON.stringify(output), error: null })
-      ) {
-        await notify(env, id, "output", origin);
-        await notify(env, id, "completed", origin);
-      }
-      message.ack();
-    } catch (error) {
-      // Anything that is not one of our errors here is the runner's connection failing mid-job
-      // (a killed runner, a reset): worth another attempt, within the bound.
-      const err = VisionLLMError.is(error)
-        ? error
-        : new VisionLLMError("runner_unavailable", `The runner failed mid-job (${String(error)}).`);
-      const attempts = (await getRow(env, id))?.attempts ?? maxAttempts;
-      if (err.retryable && attempts < maxAttempts) {
-        await env.DB.prepare("UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?")
-          .bind(`attempt ${attempts}: ${err.message}`, Date.now(), id)
-          .run();
-        message.retry({ delaySeconds: jobRetryDelaySeconds(env, attempts) });
-      } else {
-        if (
-          await transition(env, id, ["queued", "running"], "failed", { error: `${err.code}: ${err.message}` })
-        ) {
-          await notify(env, id, "completed", origin);
-        }
-        message.ack();
-      }
-    }
+  for (const message of batch.messages) await consumeJob(message, env);
+}
+
+async function consumeJob(message: MessageBatch<JobMessage>["messages"][number], env: Env): Promise<void> {
+  const { jobId: id, origin } = message.body;
+  const row = await getRow(env, id);
+  if (!row || row.state === "succeeded" || row.state === "failed" || row.state === "canceled") {
+    message.ack();
+    return;
   }
+  await env.DB.prepare("UPDATE jobs SET attempts = attempts + 1, updated_at = ? WHERE id = ?")
+    .bind(Date.now(), id)
+    .run();
+  if (await transition(env, id, ["queued"], "running")) await notify(env, id, "start", origin);
+  try {
+    const events = await runJob(env, id, row);
+    if (events) await succeed(env, id, origin, events);
+    message.ack();
+  } catch (error) {
+    await retryOrFail(env, message, error);
+  }
+}
+
+/** The job's request through the runner, to the end: its events, or undefined if it was canceled. */
+async function runJob(env: Env, id: string, row: JobRow): Promise<StreamEvent[] | undefined> {
+  const chat = ChatCompletionRequestSchema.parse(JSON.parse(row.request));
+  const { assembled, digests, sampling } = await prepareGeneration(env, chat);
+  const canceled = new AbortController();
+  const forwarded = await forwardGenerate(
+    env,
+    runnerRequest(`${id}-${row.attempts + 1}`, assembled, digests, sampling),
+    AbortSignal.any([AbortSignal.timeout(300_000), canceled.signal]),
+  );
+  const watcher = watchForCancel(env, id, canceled);
+  const events: StreamEvent[] = [];
+  try {
+    for await (const event of readEventStream(forwarded.response.body as ReadableStream<Uint8Array>)) {
+      events.push(event);
+      if (event.type === "error") throw failureOf(event);
+    }
+  } catch (error) {
+    if (!canceled.signal.aborted) throw error;
+  } finally {
+    watcher.stop();
+    forwarded.done();
+  }
+  if (canceled.signal.aborted) return undefined;
+  if (events.at(-1)?.type !== "done")
+    throw new VisionLLMError("runner_unavailable", "The runner closed the stream before the end.");
+  return events;
+}
+
+async function succeed(env: Env, id: string, origin: string, events: StreamEvent[]): Promise<void> {
+  const output = await storeOutput(env, id, origin, events);
+  if ((await getRow(env, id))?.state === "canceled") return;
+  if (await transition(env, id, ["running"], "succeeded", { result: JSON.stringify(output), error: null })) {
+    await notify(env, id, "output", origin);
+    await notify(env, id, "completed", origin);
+  }
+}
+
+/** Another attempt later for a retryable failure within the bound; otherwise the job fails. */
+async function retryOrFail(
+  env: Env,
+  message: MessageBatch<JobMessage>["messages"][number],
+  error: unknown,
+): Promise<void> {
+  const { jobId: id, origin } = message.body;
+  const maxAttempts = Number(env.JOB_MAX_ATTEMPTS || 8);
+  // Anything that is not one of our errors here is the runner's connection failing mid-job (a killed
+  // runner, a reset): worth another attempt, within the bound.
+  const err = VisionLLMError.is(error)
+    ? error
+    : new VisionLLMError("runner_unavailable", `The runner failed mid-job (${String(error)}).`);
+  const attempts = (await getRow(env, id))?.attempts ?? maxAttempts;
+  if (err.retryable && attempts < maxAttempts) {
+    await env.DB.prepare("UPDATE jobs SET error = ?, updated_at = ? WHERE id = ?")
+      .bind(`attempt ${attempts}: ${err.message}`, Date.now(), id)
+      .run();
+    message.retry({ delaySeconds: jobRetryDelaySeconds(env, attempts) });
+    return;
+  }
+  if (await transition(env, id, ["queued", "running"], "failed", { error: `${err.code}: ${err.message}` }))
+    await notify(env, id, "completed", origin);
+  message.ack();
 }
 
 /** Dead-letter queue: a message that exhausted the queue's own retries marks its job failed. */

@@ -63,115 +63,20 @@ export async function assemblePrompt(
   limits: Limits,
   fetcher?: typeof fetch,
 ): Promise<AssembledPrompt> {
-  const images: EdgeImage[] = [];
-  const regions: RunnerRegion[] = [];
+  const assembly = new Assembly(card, limits, fetcher);
   const messages: TemplateMessage[] = [];
-  const special = card.special_tokens;
-  const reserved = [
-    ...new Set([
-      special.image,
-      special.region,
-      special.region_start,
-      special.region_end,
-      ...card.routing_tokens,
-      ...card.reserved_tokens,
-    ]),
-  ];
-
-  const cleanText = (text: string, param: string) => {
-    for (const token of reserved) {
-      if (text.includes(token)) {
-        throw new VisionLLMError(
-          "invalid_request",
-          `Text may not contain the model's special token ${token}; send images as image_url parts and regions as region parts.`,
-          { param },
-        );
-      }
-    }
-    return text;
-  };
-
   for (const [i, message] of request.messages.entries()) {
-    const param = `messages.${i}.content`;
     if (message.content === null) continue;
-    if (typeof message.content === "string") {
-      messages.push({ role: templateRole(message.role), content: cleanText(message.content, param) });
-      continue;
-    }
-    let imagePrefix = "";
-    const texts: string[] = [];
-    for (const [j, part] of message.content.entries()) {
-      const partParam = `${param}.${j}`;
-      if (part.type === "text") texts.push(cleanText(part.text, partParam));
-      else if (part.type === "image_url") {
-        if (images.length >= Math.min(limits.maxImages, card.limits.max_images)) {
-          throw new VisionLLMError(
-            "invalid_request",
-            `Too many images: this model takes at most ${Math.min(limits.maxImages, card.limits.max_images)} per conversation.`,
-            { param: `${partParam}.image_url` },
-          );
-        }
-        const url = part.image_url.url;
-        const image = url.startsWith("data:")
-          ? decodeDataUrl(url, limits, `${partParam}.image_url.url`)
-          : await fetchImage(url, limits, `${partParam}.image_url.url`, fetcher);
-        images.push(image);
-        // The model was trained with each image at the start of its turn.
-        imagePrefix += `${special.image}\n`;
-      } else {
-        const region = part.region;
-        if (region.image_index >= images.length) {
-          throw new VisionLLMError(
-            "invalid_request",
-            `region.image_index ${region.image_index} points at an image not sent before this region (send the image part first).`,
-            { param: `${partParam}.region.image_index` },
-          );
-        }
-        if (regions.length >= card.limits.max_regions) {
-          throw new VisionLLMError(
-            "invalid_request",
-            `At most ${card.limits.max_regions} regions per conversation.`,
-            {
-              param: `${partParam}.region`,
-            },
-          );
-        }
-        regions.push({
-          image_index: region.image_index,
-          ...(region.box ? { box: region.box } : {}),
-          ...(region.point ? { point: region.point } : {}),
-          ...(region.mask ? { mask_png_base64: region.mask.slice("data:image/png;base64,".length) } : {}),
-        });
-        texts.push(`${special.region_start}region${regions.length}${special.region}${special.region_end}`);
-      }
-    }
-    messages.push({
-      role: templateRole(message.role),
-      content: imagePrefix + texts.join(" ").replace(/\s+([?.!,])/g, "$1"),
-    });
+    messages.push({ role: templateRole(message.role), content: await assembly.content(message.content, i) });
   }
-
   if (request.task) {
-    const instruction = cleanText(taskInstruction(request.task), "task");
+    const instruction = assembly.clean(taskInstruction(request.task), "task");
     const last = messages.at(-1);
-    if (last?.role === "user" && !last.content.replace(`${special.image}\n`, "").trim())
+    if (last?.role === "user" && !last.content.replace(`${card.special_tokens.image}\n`, "").trim())
       last.content += instruction;
     else messages.push({ role: "user", content: instruction });
   }
-  if (!messages.some((m) => m.role === "user")) {
-    throw new VisionLLMError(
-      "invalid_request",
-      "The conversation needs at least one user message or a task.",
-      { param: "messages" },
-    );
-  }
-  if (messages.at(-1)?.role !== "user") {
-    throw new VisionLLMError(
-      "invalid_request",
-      "The last message must be from the user (the model answers it).",
-      { param: "messages" },
-    );
-  }
+  checkTurns(messages);
   const prompt = renderChat(card.chat_template, card.system_prompt, messages);
   if (prompt.length > limits.maxPromptChars) {
     throw new VisionLLMError(
@@ -180,7 +85,123 @@ export async function assemblePrompt(
       { param: "messages" },
     );
   }
-  return { prompt, images, regions };
+  return { prompt, images: assembly.images, regions: assembly.regions };
+}
+
+function checkTurns(messages: readonly TemplateMessage[]): void {
+  if (!messages.some((m) => m.role === "user")) {
+    throw new VisionLLMError(
+      "invalid_request",
+      "The conversation needs at least one user message or a task.",
+      {
+        param: "messages",
+      },
+    );
+  }
+  if (messages.at(-1)?.role !== "user") {
+    throw new VisionLLMError(
+      "invalid_request",
+      "The last message must be from the user (the model answers it).",
+      {
+        param: "messages",
+      },
+    );
+  }
+}
+
+type Content = Exclude<Message["content"], null>;
+type Part = Exclude<Content, string>[number];
+
+/** The images and regions of a conversation as its messages are read, and their placeholders. */
+class Assembly {
+  readonly images: EdgeImage[] = [];
+  readonly regions: RunnerRegion[] = [];
+  readonly #reserved: string[];
+
+  constructor(
+    private readonly card: ModelCard,
+    private readonly limits: Limits,
+    private readonly fetcher: typeof fetch | undefined,
+  ) {
+    const special = card.special_tokens;
+    const tokens = [special.image, special.region, special.region_start, special.region_end];
+    this.#reserved = [...new Set([...tokens, ...card.routing_tokens, ...card.reserved_tokens])];
+  }
+
+  /** User text may never contain a special token of the model, whatever the field. */
+  clean(text: string, param: string): string {
+    const token = this.#reserved.find((t) => text.includes(t));
+    if (token) {
+      throw new VisionLLMError(
+        "invalid_request",
+        `Text may not contain the model's special token ${token}; send images as image_url parts and regions as region parts.`,
+        { param },
+      );
+    }
+    return text;
+  }
+
+  /** A message's text, with its images' placeholders first (as the model was trained) and regions inline. */
+  async content(content: Content, index: number): Promise<string> {
+    const param = `messages.${index}.content`;
+    if (typeof content === "string") return this.clean(content, param);
+    let imagePrefix = "";
+    const texts: string[] = [];
+    for (const [j, part] of content.entries()) {
+      const partParam = `${param}.${j}`;
+      if (part.type === "text") texts.push(this.clean(part.text, partParam));
+      else if (part.type === "image_url") {
+        await this.#image(part.image_url.url, partParam);
+        imagePrefix += `${this.card.special_tokens.image}\n`;
+      } else texts.push(this.#region(part, partParam));
+    }
+    return imagePrefix + texts.join(" ").replace(/\s+([?.!,])/g, "$1");
+  }
+
+  async #image(url: string, partParam: string): Promise<void> {
+    const max = Math.min(this.limits.maxImages, this.card.limits.max_images);
+    if (this.images.length >= max) {
+      throw new VisionLLMError(
+        "invalid_request",
+        `Too many images: this model takes at most ${max} per conversation.`,
+        { param: `${partParam}.image_url` },
+      );
+    }
+    const param = `${partParam}.image_url.url`;
+    this.images.push(
+      url.startsWith("data:")
+        ? decodeDataUrl(url, this.limits, param)
+        : await fetchImage(url, this.limits, param, this.fetcher),
+    );
+  }
+
+  #region(part: Extract<Part, { type: "region" }>, partParam: string): string {
+    const region = part.region;
+    if (region.image_index >= this.images.length) {
+      throw new VisionLLMError(
+        "invalid_request",
+        `region.image_index ${region.image_index} points at an image not sent before this region (send the image part first).`,
+        { param: `${partParam}.region.image_index` },
+      );
+    }
+    if (this.regions.length >= this.card.limits.max_regions) {
+      throw new VisionLLMError(
+        "invalid_request",
+        `At most ${this.card.limits.max_regions} regions per conversation.`,
+        {
+          param: `${partParam}.region`,
+        },
+      );
+    }
+    this.regions.push({
+      image_index: region.image_index,
+      ...(region.box ? { box: region.box } : {}),
+      ...(region.point ? { point: region.point } : {}),
+      ...(region.mask ? { mask_png_base64: region.mask.slice("data:image/png;base64,".length) } : {}),
+    });
+    const special = this.card.special_tokens;
+    return `${special.region_start}region${this.regions.length}${special.region}${special.region_end}`;
+  }
 }
 
 export function runnerImages(images: readonly EdgeImage[], digests: readonly string[]) {

@@ -84,46 +84,15 @@ export class ResponseBuilder {
         };
         break;
       case "detections":
-      case "keypoints": {
-        const { sequence_number: _, type, ...fields } = event;
-        const item = {
-          ...fields,
-          type: type === "detections" ? "visionllm_detections" : "visionllm_keypoints",
-          id: `${type === "detections" ? "det" : "kp"}_${this.response.id.slice(5)}_${this.#items}`,
-          status: "completed",
-        } as OutputItem;
-        yield* this.#addItem(item, true);
+      case "keypoints":
+        yield* this.#perceptionItem(event);
         break;
-      }
-      case "image-progress": {
-        const index = yield* this.#imageItem(event.group, event.task);
-        const itemId = this.response.output[index]?.id ?? "";
-        yield { type: "response.image_generation_call.generating", output_index: index, item_id: itemId };
-        if (event.preview_png_base64)
-          yield {
-            type: "response.image_generation_call.partial_image",
-            output_index: index,
-            item_id: itemId,
-            partial_image_index: event.step,
-            partial_image_b64: event.preview_png_base64,
-          };
+      case "image-progress":
+        yield* this.#imageProgress(event);
         break;
-      }
-      case "image": {
-        const index = yield* this.#imageItem(event.group, event.task);
-        const item = this.response.output[index];
-        if (item?.type === "image_generation_call") {
-          Object.assign(item, {
-            status: "completed",
-            result: event.png_base64,
-            size: `${event.width}x${event.height}`,
-            seed: event.seed,
-          });
-          yield { type: "response.image_generation_call.completed", output_index: index, item_id: item.id };
-          yield { type: "response.output_item.done", output_index: index, item: structuredClone(item) };
-        }
+      case "image":
+        yield* this.#image(event);
         break;
-      }
       case "usage":
         this.response.usage = {
           input_tokens: event.prompt_tokens,
@@ -143,6 +112,45 @@ export class ResponseBuilder {
         yield* this.#finish(event.finish_reason);
         break;
     }
+  }
+
+  *#perceptionItem(event: Extract<StreamEvent, { type: "detections" | "keypoints" }>): Generator<Unnumbered> {
+    const { sequence_number: _, type, ...fields } = event;
+    const item = {
+      ...fields,
+      type: type === "detections" ? "visionllm_detections" : "visionllm_keypoints",
+      id: `${type === "detections" ? "det" : "kp"}_${this.response.id.slice(5)}_${this.#items}`,
+      status: "completed",
+    } as OutputItem;
+    yield* this.#addItem(item, true);
+  }
+
+  *#imageProgress(event: Extract<StreamEvent, { type: "image-progress" }>): Generator<Unnumbered> {
+    const index = yield* this.#imageItem(event.group, event.task);
+    const itemId = this.response.output[index]?.id ?? "";
+    yield { type: "response.image_generation_call.generating", output_index: index, item_id: itemId };
+    if (event.preview_png_base64)
+      yield {
+        type: "response.image_generation_call.partial_image",
+        output_index: index,
+        item_id: itemId,
+        partial_image_index: event.step,
+        partial_image_b64: event.preview_png_base64,
+      };
+  }
+
+  *#image(event: Extract<StreamEvent, { type: "image" }>): Generator<Unnumbered> {
+    const index = yield* this.#imageItem(event.group, event.task);
+    const item = this.response.output[index];
+    if (item?.type !== "image_generation_call") return;
+    Object.assign(item, {
+      status: "completed",
+      result: event.png_base64,
+      size: `${event.width}x${event.height}`,
+      seed: event.seed,
+    });
+    yield { type: "response.image_generation_call.completed", output_index: index, item_id: item.id };
+    yield { type: "response.output_item.done", output_index: index, item: structuredClone(item) };
   }
 
   *#openMessage(): Generator<Unnumbered> {
