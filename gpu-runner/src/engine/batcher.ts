@@ -1,3 +1,4 @@
+import type { SharedDecode } from "../model/generate";
 import type { KVCache, VisionLLM } from "../model/visionllm";
 
 type Pending = {
@@ -20,7 +21,7 @@ export type BatchStepper = Pick<VisionLLM, "llmBatchStep">;
  * `leave()` and back with `join()`, so the others do not wait for it. New requests join between
  * steps simply by becoming members.
  */
-export class DecodeBatcher {
+export class DecodeBatcher implements SharedDecode {
   readonly #model: BatchStepper;
   readonly #maxBatch: number;
   readonly #maxWaitMs: number;

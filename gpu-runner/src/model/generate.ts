@@ -1,5 +1,4 @@
 import type { SamplingInput, UnnumberedEvent } from "@visionllm/protocol";
-import type { DecodeBatcher } from "../engine/batcher";
 import { Mulberry32 } from "../generation/rng";
 import { findStop, partialStopLength, sampleToken } from "../generation/sampler";
 import { groupLabel } from "../postprocess/detections";
@@ -22,6 +21,16 @@ import type { KVCache, VisionLLM } from "./visionllm";
  * text token.
  */
 
+/**
+ * What the loop needs of continuous batching (the engine's DecodeBatcher provides it): single-token
+ * steps shared with other running sequences, and leaving the batch while this one works elsewhere.
+ */
+export interface SharedDecode {
+  join(): void;
+  leave(): void;
+  step(embeds: Float32Array, cache: KVCache): Promise<{ logits: Float32Array; hidden: Float32Array }>;
+}
+
 export interface GenerateInput extends PromptInput {
   sampling: SamplingInput;
   signal?: AbortSignal;
@@ -35,7 +44,7 @@ export interface GenerateInput extends PromptInput {
   /** Every sampled token id, routing tokens included (metrics, golden tests). */
   onToken?: (id: number) => void;
   /** Shares single-token decode steps with other running requests (continuous batching). */
-  batcher?: DecodeBatcher;
+  batcher?: SharedDecode;
   /** The decoders behind the routing tokens, by manifest task (default: the paper's six). */
   links?: LinkRegistry;
 }
@@ -53,7 +62,7 @@ async function decodeAlone(
 }
 
 /** Work outside the batch (a splice, a decoder): the batch does not wait for this member. */
-async function* awayFor<T>(batcher: DecodeBatcher | undefined, work: AsyncGenerator<T>): AsyncGenerator<T> {
+async function* awayFor<T>(batcher: SharedDecode | undefined, work: AsyncGenerator<T>): AsyncGenerator<T> {
   batcher?.leave();
   try {
     yield* work;
