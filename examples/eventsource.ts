@@ -1,3 +1,4 @@
+import { EVENT_TYPES } from "@visionllm/protocol/lite";
 import { EventSource } from "eventsource";
 import { apiKey, baseURL, imageDataUrl, model } from "./shared";
 
@@ -12,18 +13,6 @@ export interface NativeEvent {
   sequence_number: number;
   [field: string]: unknown;
 }
-
-const TYPES = [
-  "start",
-  "text-delta",
-  "detections",
-  "keypoints",
-  "image-progress",
-  "image",
-  "usage",
-  "error",
-  "done",
-];
 
 export function streamNative(
   body: Record<string, unknown>,
@@ -43,7 +32,7 @@ export function streamNative(
         return fetch(input, { ...init, method: "POST", headers, body: JSON.stringify({ model, ...body }) });
       },
     });
-    for (const type of TYPES) {
+    for (const type of EVENT_TYPES) {
       source.addEventListener(type, (message) => {
         // EventSource's own connection errors share the name "error" with the stream's error events:
         // only the stream's carry data.

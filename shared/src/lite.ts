@@ -11,7 +11,8 @@ import { type ClientOptions, EventStreamClient, parseJson } from "./stream-clien
 export { VisionLLMError } from "./error-model";
 export { decodeMask, encodeMask } from "./mask";
 
-const TYPES = new Set([
+/** Every native event type, in the order a stream may carry them (`event:` of each SSE frame). */
+export const EVENT_TYPES = [
   "start",
   "text-delta",
   "detections",
@@ -21,7 +22,8 @@ const TYPES = new Set([
   "usage",
   "error",
   "done",
-]);
+] as const;
+const TYPES = new Set<string>(EVENT_TYPES);
 
 export function parseEventLoose(message: EventSourceMessage): StreamEvent {
   const data = parseJson(message.data) as { type?: unknown; sequence_number?: unknown } | undefined;

@@ -23,11 +23,16 @@ export type SuperLinkEvent = z.infer<typeof SuperLinkEventSchema>;
 
 const openAIFinish = z.enum(["stop", "length"]).nullable();
 
-export const ChatCompletionChunkSchema = z.object({
+/** What a completion and each of its chunks start with. */
+const completionHead = (object: "chat.completion" | "chat.completion.chunk") => ({
   id: z.string(),
-  object: z.literal("chat.completion.chunk"),
+  object: z.literal(object),
   created: z.number().int(),
   model: z.string(),
+});
+
+export const ChatCompletionChunkSchema = z.object({
+  ...completionHead("chat.completion.chunk"),
   system_fingerprint: z.string().nullable().optional(),
   choices: z.array(
     z.object({
@@ -42,10 +47,7 @@ export const ChatCompletionChunkSchema = z.object({
 export type ChatCompletionChunk = z.infer<typeof ChatCompletionChunkSchema>;
 
 export const ChatCompletionSchema = z.object({
-  id: z.string(),
-  object: z.literal("chat.completion"),
-  created: z.number().int(),
-  model: z.string(),
+  ...completionHead("chat.completion"),
   choices: z.array(
     z.object({
       index: z.number().int(),

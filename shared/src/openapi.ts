@@ -52,6 +52,16 @@ const json = (name: string, description: string) => ({
   content: { "application/json": { schema: ref(name) } },
 });
 
+const jsonBody = (name: string) => ({
+  required: true,
+  content: { "application/json": { schema: ref(name) } },
+});
+/** A 200 that is JSON, or with stream=true server-sent events. */
+const jsonOrStream = (name: string, streamName: string, description: string) => ({
+  description,
+  content: { "application/json": { schema: ref(name) }, "text/event-stream": { schema: ref(streamName) } },
+});
+
 /** Sets `maximum` on an integer property, also inside `anyOf` (nullable fields). */
 function capInteger(schemaObject: Record<string, unknown>, property: string, maximum: number): void {
   const properties = schemaObject.properties as Record<string, Record<string, unknown>> | undefined;
@@ -120,19 +130,13 @@ function chatPaths(): Record<string, unknown> {
       post: {
         operationId: "createChatCompletion",
         summary: "Chat completion (OpenAI-compatible). Super-link outputs are in `visionllm_events`.",
-        requestBody: {
-          required: true,
-          content: { "application/json": { schema: ref("ChatCompletionRequest") } },
-        },
+        requestBody: jsonBody("ChatCompletionRequest"),
         responses: {
-          "200": {
-            description:
-              "A completion, or with stream=true an SSE stream of chunks ending in `data: [DONE]`.",
-            content: {
-              "application/json": { schema: ref("ChatCompletion") },
-              "text/event-stream": { schema: ref("ChatCompletionChunk") },
-            },
-          },
+          "200": jsonOrStream(
+            "ChatCompletion",
+            "ChatCompletionChunk",
+            "A completion, or with stream=true an SSE stream of chunks ending in `data: [DONE]`.",
+          ),
           ...errorResponses,
         },
       },
@@ -151,10 +155,7 @@ function chatPaths(): Record<string, unknown> {
             schema: { type: "integer", minimum: 0 },
           },
         ],
-        requestBody: {
-          required: true,
-          content: { "application/json": { schema: ref("ChatCompletionRequest") } },
-        },
+        requestBody: jsonBody("ChatCompletionRequest"),
         responses: {
           "200": {
             description: "SSE stream of events.",
@@ -175,19 +176,13 @@ function responsesPaths(): Record<string, unknown> {
         operationId: "createResponse",
         summary:
           "OpenAI's Responses API. Output items: the assistant message, then the super link's outputs in answer order (visionllm_detections, visionllm_keypoints, image_generation_call).",
-        requestBody: {
-          required: true,
-          content: { "application/json": { schema: ref("ResponsesRequest") } },
-        },
+        requestBody: jsonBody("ResponsesRequest"),
         responses: {
-          "200": {
-            description:
-              "The response, or with stream=true its typed events (`event:` is the type; every event has a sequence_number).",
-            content: {
-              "application/json": { schema: ref("Response") },
-              "text/event-stream": { schema: ref("ResponseStreamEvent") },
-            },
-          },
+          "200": jsonOrStream(
+            "Response",
+            "ResponseStreamEvent",
+            "The response, or with stream=true its typed events (`event:` is the type; every event has a sequence_number).",
+          ),
           ...errorResponses,
         },
       },
@@ -203,13 +198,7 @@ function responsesPaths(): Record<string, unknown> {
           { name: "starting_after", in: "query", required: false, schema: { type: "integer", minimum: 0 } },
         ],
         responses: {
-          "200": {
-            description: "The response, or its events.",
-            content: {
-              "application/json": { schema: ref("Response") },
-              "text/event-stream": { schema: ref("ResponseStreamEvent") },
-            },
-          },
+          "200": jsonOrStream("Response", "ResponseStreamEvent", "The response, or its events."),
           ...errorResponses,
         },
       },
@@ -255,10 +244,7 @@ function jobPaths(): Record<string, unknown> {
         operationId: "createJob",
         summary:
           "Create an image job. Honours `Idempotency-Key`. Webhooks follow Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).",
-        requestBody: {
-          required: true,
-          content: { "application/json": { schema: ref("JobCreateRequest") } },
-        },
+        requestBody: jsonBody("JobCreateRequest"),
         responses: {
           "202": { description: "Accepted.", content: { "application/json": { schema: ref("Job") } } },
           "200": {

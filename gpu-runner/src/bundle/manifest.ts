@@ -59,23 +59,30 @@ const routingEntry = z.object({
 });
 export type RoutingEntry = z.infer<typeof routingEntry>;
 
+/** An object of positive integers, one per key (the model's dimensions). */
+function positiveIntegers<K extends string>(...keys: K[]) {
+  return z.object(
+    Object.fromEntries(keys.map((key) => [key, z.number().int().positive()])) as Record<K, z.ZodNumber>,
+  );
+}
+
 export const ManifestSchema = z.object({
   format: z.literal("visionllm-bundle"),
   format_version: z.literal(1),
   model: z.object({ id: z.string(), version: z.string(), architecture: z.string(), description: z.string() }),
-  config: z.object({
-    image_size: z.number().int().positive(),
-    llm_dim: z.number().int().positive(),
-    llm_layers: z.number().int().positive(),
-    llm_heads: z.number().int().positive(),
-    vocab_size: z.number().int().positive(),
-    perception_queries: z.number().int().positive(),
-    gen_queries: z.number().int().positive(),
-    link_dim: z.number().int().positive(),
-    num_keypoints: z.number().int().positive(),
-    gen_res: z.number().int().positive(),
-    gen_dim: z.number().int().positive(),
-  }),
+  config: positiveIntegers(
+    "image_size",
+    "llm_dim",
+    "llm_layers",
+    "llm_heads",
+    "vocab_size",
+    "perception_queries",
+    "gen_queries",
+    "link_dim",
+    "num_keypoints",
+    "gen_res",
+    "gen_dim",
+  ),
   preprocessing: z.object({
     image_size: z.number().int().positive(),
     resize: z.enum(["bilinear", "nearest"]),
