@@ -1,4 +1,5 @@
 import { VisionLLMError } from "@visionllm/protocol";
+import { LRUCache } from "lru-cache";
 import { isApiKeyShape, sha256Hex } from "./api-keys";
 import type { Caller, Env } from "./env";
 
@@ -35,11 +36,7 @@ export async function authenticate(env: Env, authorization: string | undefined):
     throw unauthorized("Invalid API key: keys look like vl_ followed by 40 hex characters.");
   }
   const hash = await sha256Hex(key);
-  const row = await env.DB.prepare(
-    "SELECT id, name, key_hash, requests_per_minute, max_concurrent, revoked_at FROM api_keys WHERE key_hash = ?",
-  )
-    .bind(hash)
-    .first<KeyRow>();
+  const row = await keyRow(env, hash);
   if (!row || !constantTimeEqual(row.key_hash, hash)) throw unauthorized("Invalid API key.");
   if (row.revoked_at !== null) throw unauthorized("This API key was revoked; create a new one.");
   return {
@@ -48,4 +45,25 @@ export async function authenticate(env: Env, authorization: string | undefined):
     requestsPerMinute: row.requests_per_minute ?? Number(env.DEFAULT_RPM || 120),
     maxConcurrent: row.max_concurrent ?? Number(env.DEFAULT_MAX_CONCURRENT || 8),
   };
+}
+
+/**
+ * Known keys' rows, kept in this isolate for KEY_CACHE_SECONDS (default 5), so a request does not
+ * wait on D1 for a key it saw a moment ago. That is the revocation bound: a revoked key stops working
+ * everywhere within this many seconds. Unknown keys are not kept (nothing to gain from an attacker's
+ * guesses, and a key created a moment later must work at once).
+ */
+const keyRows = new LRUCache<string, KeyRow>({ max: 10_000 });
+
+async function keyRow(env: Env, hash: string): Promise<KeyRow | null> {
+  const seconds = Number(env.KEY_CACHE_SECONDS ?? 5);
+  const kept = seconds > 0 ? keyRows.get(hash) : undefined;
+  if (kept) return kept;
+  const row = await env.DB.prepare(
+    "SELECT id, name, key_hash, requests_per_minute, max_concurrent, revoked_at FROM api_keys WHERE key_hash = ?",
+  )
+    .bind(hash)
+    .first<KeyRow>();
+  if (row && seconds > 0) keyRows.set(hash, row, { ttl: seconds * 1000 });
+  return row;
 }

@@ -24,6 +24,8 @@ export interface Env {
   MAX_IMAGES: string;
   MAX_PROMPT_CHARS: string;
   DEFAULT_RPM: string;
+  /** How long an isolate keeps a known key's row: the bound on how late a revocation takes effect. */
+  KEY_CACHE_SECONDS?: string;
   DEFAULT_MAX_CONCURRENT: string;
   ALLOW_LOOPBACK_URLS: string;
   WEBHOOK_RETRY_SCALE: string;
