@@ -412,6 +412,13 @@ type Generation = Awaited<ReturnType<typeof prepareGeneration>>;
 /** One chat request through the edge: parse, admit, prepare, stream (from cache or a runner), answer. */
 export async function handleChat(c: Context<AppEnv>, flavor: Flavor): Promise<Response> {
   const { request, responses, bodyText } = await readChatRequest(c, flavor);
+  // The prompt is assembled while the rate limiter answers, unless that would fetch image URLs (a
+  // refused request must not make the edge fetch anything) or the request is a reconnect (which the
+  // stream log may answer with no prompt at all).
+  const resuming = flavor === "native" && c.req.header("last-event-id") !== undefined;
+  const early =
+    resuming || fetchesImages(request) ? undefined : timed(c, "prompt", prepareGeneration(c.env, request));
+  early?.catch(() => undefined); // awaited below; a refusal by the limiter must not leave it unhandled
   const release = await admit(c);
   try {
     const log =
@@ -423,13 +430,22 @@ export async function handleChat(c: Context<AppEnv>, flavor: Flavor): Promise<Re
     // A reconnect the log can answer needs no prompt, images or runner: checked before any of them.
     const resumed = log ? await resumeFromLog(c, log, release) : undefined;
     if (resumed) return await answer(c, flavor, request, responses, resumed, c.env.MODEL_ID);
-    const generation = await timed(c, "prompt", prepareGeneration(c.env, request));
+    const generation = await (early ?? timed(c, "prompt", prepareGeneration(c.env, request)));
     const stream = await openStream(c, generation, flavor, release, log);
     return await answer(c, flavor, request, responses, stream, generation.card.id);
   } catch (error) {
     release();
     throw error;
   }
+}
+
+/** Whether assembling the prompt would fetch an image from a URL (not a data: URL). */
+function fetchesImages(request: ChatCompletionRequest): boolean {
+  return request.messages.some(
+    (m) =>
+      Array.isArray(m.content) &&
+      m.content.some((part) => part.type === "image_url" && !part.image_url.url.startsWith("data:")),
+  );
 }
 
 async function readChatRequest(
