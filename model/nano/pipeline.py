@@ -35,6 +35,17 @@ def build_tokenizer(path: str, vocab_size: int, samples: int = 6000) -> Tokenize
     return tok
 
 
+def again_from_last_stage(checkpoint: str, stages: int) -> None:
+    """Sets a finished run's checkpoint back to the start of its last stage (stage 4, instructions),
+    keeping the weights and the loss history, so that the stage runs once more."""
+    saved = torch.load(checkpoint)
+    if saved["state"]["stage"] < stages:
+        raise SystemExit(f"{checkpoint} has not finished its stages yet: run without --again to resume it")
+    saved["state"] = {"stage": stages - 1, "step": 0, "history": saved["state"]["history"], "elapsed": 0.0}
+    saved["optimizer"] = None
+    torch.save(saved, checkpoint)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", choices=["full", "smoke"], default="full")
@@ -55,6 +66,11 @@ def main() -> None:
     )
     parser.add_argument("--expert-minutes", type=float, default=25.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="run stage 4 once more from OUT's finished run (the committed bundle had two passes)",
+    )
     args = parser.parse_args()
     # Two intra-op threads with OpenBLAS held to one (set before torch loads: model/nano/__main__ and
     # the npm scripts do): OpenBLAS's own pthreads ignore set_num_threads and oversubscribe the cores.
@@ -78,6 +94,8 @@ def main() -> None:
     base = SMOKE if smoke else Config()
     cfg = Config(**{**base.to_dict(), "vocab_size": tok.size})
     recipe = smoke_recipe() if smoke else full_recipe(args.minutes, args.instruction_minutes)
+    if args.again:
+        again_from_last_stage(os.path.join(args.out, "checkpoint.pt"), len(recipe.stages))
     started = time.time()
     model = train(args.out, cfg, recipe, tok, experts)
     print(f"training took {(time.time() - started) / 60:.1f} min")
