@@ -111,257 +111,218 @@ export function buildOpenAPIDocument(serverUrl = "/", limits?: ModelLimits): Rec
         },
       },
     },
-    paths: {
-      ...chatPaths(),
-      ...responsesPaths(),
-      ...modelPaths(),
-      ...jobPaths(),
-      ...webhookSecretPaths(),
-      ...operationsPaths(),
-    },
+    paths: PATHS,
     components: components(chatRequest, jobRequest, responsesRequest),
   };
 }
 
-/** Chat completions and the native stream. */
-function chatPaths(): Record<string, unknown> {
-  return {
-    "/v1/chat/completions": {
-      post: {
-        operationId: "createChatCompletion",
-        summary: "Chat completion (OpenAI-compatible). Super-link outputs are in `visionllm_events`.",
-        requestBody: jsonBody("ChatCompletionRequest"),
-        responses: {
-          "200": jsonOrStream(
-            "ChatCompletion",
-            "ChatCompletionChunk",
-            "A completion, or with stream=true an SSE stream of chunks ending in `data: [DONE]`.",
-          ),
-          ...errorResponses,
+/** Every path of the API, as data (chat, Responses, models, jobs, webhook secret, operations). */
+const PATHS: Record<string, unknown> = {
+  "/v1/chat/completions": {
+    post: {
+      operationId: "createChatCompletion",
+      summary: "Chat completion (OpenAI-compatible). Super-link outputs are in `visionllm_events`.",
+      requestBody: jsonBody("ChatCompletionRequest"),
+      responses: {
+        "200": jsonOrStream(
+          "ChatCompletion",
+          "ChatCompletionChunk",
+          "A completion, or with stream=true an SSE stream of chunks ending in `data: [DONE]`.",
+        ),
+        ...errorResponses,
+      },
+    },
+  },
+  "/v1/chat": {
+    post: {
+      operationId: "streamChat",
+      summary: "Native typed event stream (SSE; `event:` is the type, `id:` the sequence number).",
+      parameters: [
+        {
+          name: "Last-Event-ID",
+          in: "header",
+          required: false,
+          description:
+            "Resume: send the same request with the id of the last event received, and get exactly the events after it (live while the answer runs). Streams are kept five minutes per API key and request body; after that a deterministic request (temperature 0 or a seed) is answered again and cut after the id, and a sampled one is refused with 400.",
+          schema: { type: "integer", minimum: 0 },
         },
-      },
-    },
-    "/v1/chat": {
-      post: {
-        operationId: "streamChat",
-        summary: "Native typed event stream (SSE; `event:` is the type, `id:` the sequence number).",
-        parameters: [
-          {
-            name: "Last-Event-ID",
-            in: "header",
-            required: false,
-            description:
-              "Resume: send the same request with the id of the last event received, and get exactly the events after it (live while the answer runs). Streams are kept five minutes per API key and request body; after that a deterministic request (temperature 0 or a seed) is answered again and cut after the id, and a sampled one is refused with 400.",
-            schema: { type: "integer", minimum: 0 },
-          },
-        ],
-        requestBody: jsonBody("ChatCompletionRequest"),
-        responses: {
-          "200": {
-            description: "SSE stream of events.",
-            content: { "text/event-stream": { schema: ref("StreamEvent") } },
-          },
-          ...errorResponses,
+      ],
+      requestBody: jsonBody("ChatCompletionRequest"),
+      responses: {
+        "200": {
+          description: "SSE stream of events.",
+          content: { "text/event-stream": { schema: ref("StreamEvent") } },
         },
+        ...errorResponses,
       },
     },
-  };
-}
-
-/** The Responses API (OpenAI-compatible). */
-function responsesPaths(): Record<string, unknown> {
-  return {
-    "/v1/responses": {
-      post: {
-        operationId: "createResponse",
-        summary:
-          "OpenAI's Responses API. Output items: the assistant message, then the super link's outputs in answer order (visionllm_detections, visionllm_keypoints, image_generation_call).",
-        requestBody: jsonBody("ResponsesRequest"),
-        responses: {
-          "200": jsonOrStream(
-            "Response",
-            "ResponseStreamEvent",
-            "The response, or with stream=true its typed events (`event:` is the type; every event has a sequence_number).",
-          ),
-          ...errorResponses,
+  },
+  "/v1/responses": {
+    post: {
+      operationId: "createResponse",
+      summary:
+        "OpenAI's Responses API. Output items: the assistant message, then the super link's outputs in answer order (visionllm_detections, visionllm_keypoints, image_generation_call).",
+      requestBody: jsonBody("ResponsesRequest"),
+      responses: {
+        "200": jsonOrStream(
+          "Response",
+          "ResponseStreamEvent",
+          "The response, or with stream=true its typed events (`event:` is the type; every event has a sequence_number).",
+        ),
+        ...errorResponses,
+      },
+    },
+  },
+  "/v1/responses/{id}": {
+    get: {
+      operationId: "retrieveResponse",
+      summary:
+        "A stored response (kept a day, per API key); with stream=true its events again, after `starting_after` if given.",
+      parameters: [
+        idParameter,
+        { name: "stream", in: "query", required: false, schema: { type: "boolean" } },
+        { name: "starting_after", in: "query", required: false, schema: { type: "integer", minimum: 0 } },
+      ],
+      responses: {
+        "200": jsonOrStream("Response", "ResponseStreamEvent", "The response, or its events."),
+        ...errorResponses,
+      },
+    },
+  },
+  "/v1/models": {
+    get: {
+      summary: "Models served.",
+      operationId: "listModels",
+      responses: {
+        "200": {
+          description: "Model list.",
+          content: { "application/json": { schema: ref("ModelList") } },
         },
+        ...errorResponses,
       },
     },
-    "/v1/responses/{id}": {
-      get: {
-        operationId: "retrieveResponse",
-        summary:
-          "A stored response (kept a day, per API key); with stream=true its events again, after `starting_after` if given.",
-        parameters: [
-          idParameter,
-          { name: "stream", in: "query", required: false, schema: { type: "boolean" } },
-          { name: "starting_after", in: "query", required: false, schema: { type: "integer", minimum: 0 } },
-        ],
-        responses: {
-          "200": jsonOrStream("Response", "ResponseStreamEvent", "The response, or its events."),
-          ...errorResponses,
+  },
+  "/v1/models/{model}": {
+    get: {
+      summary: "One model, as OpenAI's models.retrieve reads it.",
+      operationId: "retrieveModel",
+      parameters: [{ name: "model", in: "path", required: true, schema: { type: "string" } }],
+      responses: {
+        "200": { description: "The model.", content: { "application/json": { schema: ref("Model") } } },
+        ...errorResponses,
+      },
+    },
+  },
+  "/v1/jobs": {
+    post: {
+      operationId: "createJob",
+      summary:
+        "Create an image job. Honours `Idempotency-Key`. Webhooks follow Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).",
+      requestBody: jsonBody("JobCreateRequest"),
+      responses: {
+        "202": { description: "Accepted.", content: { "application/json": { schema: ref("Job") } } },
+        "200": {
+          description: "Idempotent replay of an earlier job.",
+          content: { "application/json": { schema: ref("Job") } },
         },
+        ...errorResponses,
+        "422": json(
+          "ErrorBody",
+          "The Idempotency-Key was used before with another body (idempotency_key_reused).",
+        ),
       },
     },
-  };
-}
-
-/** The model list and card. */
-function modelPaths(): Record<string, unknown> {
-  return {
-    "/v1/models": {
-      get: {
-        summary: "Models served.",
-        operationId: "listModels",
-        responses: {
-          "200": {
-            description: "Model list.",
-            content: { "application/json": { schema: ref("ModelList") } },
-          },
-          ...errorResponses,
+    get: {
+      operationId: "listJobs",
+      summary: "The caller's own jobs, newest first (`limit`, 1 to 100, default 20).",
+      parameters: [
+        {
+          name: "limit",
+          in: "query",
+          required: false,
+          schema: { type: "integer", minimum: 1, maximum: 100 },
         },
-      },
+      ],
+      responses: { "200": json("JobList", "Jobs."), ...errorResponses },
     },
-    "/v1/models/{model}": {
-      get: {
-        summary: "One model, as OpenAI's models.retrieve reads it.",
-        operationId: "retrieveModel",
-        parameters: [{ name: "model", in: "path", required: true, schema: { type: "string" } }],
-        responses: {
-          "200": { description: "The model.", content: { "application/json": { schema: ref("Model") } } },
-          ...errorResponses,
+  },
+  "/v1/jobs/{id}": {
+    get: {
+      operationId: "getJob",
+      summary: "One job: state, timestamps of every transition, output.",
+      parameters: [idParameter],
+      responses: { "200": json("Job", "The job."), ...errorResponses, "404": notFound },
+    },
+  },
+  "/v1/jobs/{id}/cancel": {
+    post: {
+      operationId: "cancelJob",
+      summary: "Cancel a queued or running job.",
+      parameters: [idParameter],
+      responses: { "200": json("Job", "The job."), ...errorResponses, "404": notFound },
+    },
+  },
+  "/v1/jobs/{id}/files/{name}": {
+    get: {
+      operationId: "getJobFile",
+      summary: "A file a job produced (generated or edited images, masks), as named in its output URLs.",
+      parameters: [idParameter, { name: "name", in: "path", required: true, schema: { type: "string" } }],
+      responses: {
+        "200": {
+          description: "The file.",
+          content: { "image/png": { schema: { type: "string", format: "binary" } } },
         },
+        ...errorResponses,
+        "404": notFound,
       },
     },
-  };
-}
-
-/** Jobs and their files. */
-function jobPaths(): Record<string, unknown> {
-  return {
-    "/v1/jobs": {
-      post: {
-        operationId: "createJob",
-        summary:
-          "Create an image job. Honours `Idempotency-Key`. Webhooks follow Standard Webhooks (webhook-id, webhook-timestamp, webhook-signature).",
-        requestBody: jsonBody("JobCreateRequest"),
-        responses: {
-          "202": { description: "Accepted.", content: { "application/json": { schema: ref("Job") } } },
-          "200": {
-            description: "Idempotent replay of an earlier job.",
-            content: { "application/json": { schema: ref("Job") } },
-          },
-          ...errorResponses,
-          "422": json(
-            "ErrorBody",
-            "The Idempotency-Key was used before with another body (idempotency_key_reused).",
-          ),
-        },
-      },
-      get: {
-        operationId: "listJobs",
-        summary: "The caller's own jobs, newest first (`limit`, 1 to 100, default 20).",
-        parameters: [
-          {
-            name: "limit",
-            in: "query",
-            required: false,
-            schema: { type: "integer", minimum: 1, maximum: 100 },
-          },
-        ],
-        responses: { "200": json("JobList", "Jobs."), ...errorResponses },
+  },
+  "/v1/webhook-secret": {
+    get: {
+      operationId: "getWebhookSecret",
+      summary: "The Standard Webhooks secret (whsec_...) that signs this key's job webhooks.",
+      responses: { "200": json("WebhookSecret", "The secret."), ...errorResponses },
+    },
+  },
+  "/v1/webhook-secret/rotate": {
+    post: {
+      operationId: "rotateWebhookSecret",
+      summary: "A new secret; the previous one keeps signing too for a day.",
+      responses: { "200": json("WebhookSecretRotation", "The new secret."), ...errorResponses },
+    },
+  },
+  "/healthz": {
+    get: {
+      operationId: "liveness",
+      summary: "Liveness.",
+      security: [],
+      responses: { "200": { description: "Alive." }, "4XX": json("ErrorBody", "Refused.") },
+    },
+  },
+  "/readyz": {
+    get: {
+      operationId: "readiness",
+      summary: "Readiness: at least one runner behind the edge is ready.",
+      security: [],
+      responses: {
+        "200": { description: "Ready." },
+        "503": { description: "No runner is ready; see Retry-After." },
+        "4XX": json("ErrorBody", "Refused."),
       },
     },
-    "/v1/jobs/{id}": {
-      get: {
-        operationId: "getJob",
-        summary: "One job: state, timestamps of every transition, output.",
-        parameters: [idParameter],
-        responses: { "200": json("Job", "The job."), ...errorResponses, "404": notFound },
+  },
+  "/openapi.json": {
+    get: {
+      operationId: "openapi",
+      summary: "This document.",
+      security: [],
+      responses: {
+        "200": { description: "The OpenAPI 3.1 document." },
+        "4XX": json("ErrorBody", "Refused."),
       },
     },
-    "/v1/jobs/{id}/cancel": {
-      post: {
-        operationId: "cancelJob",
-        summary: "Cancel a queued or running job.",
-        parameters: [idParameter],
-        responses: { "200": json("Job", "The job."), ...errorResponses, "404": notFound },
-      },
-    },
-    "/v1/jobs/{id}/files/{name}": {
-      get: {
-        operationId: "getJobFile",
-        summary: "A file a job produced (generated or edited images, masks), as named in its output URLs.",
-        parameters: [idParameter, { name: "name", in: "path", required: true, schema: { type: "string" } }],
-        responses: {
-          "200": {
-            description: "The file.",
-            content: { "image/png": { schema: { type: "string", format: "binary" } } },
-          },
-          ...errorResponses,
-          "404": notFound,
-        },
-      },
-    },
-  };
-}
-
-/** The webhook signing secret, and its rotation. */
-function webhookSecretPaths(): Record<string, unknown> {
-  return {
-    "/v1/webhook-secret": {
-      get: {
-        operationId: "getWebhookSecret",
-        summary: "The Standard Webhooks secret (whsec_...) that signs this key's job webhooks.",
-        responses: { "200": json("WebhookSecret", "The secret."), ...errorResponses },
-      },
-    },
-    "/v1/webhook-secret/rotate": {
-      post: {
-        operationId: "rotateWebhookSecret",
-        summary: "A new secret; the previous one keeps signing too for a day.",
-        responses: { "200": json("WebhookSecretRotation", "The new secret."), ...errorResponses },
-      },
-    },
-  };
-}
-
-/** Health, readiness and this document. */
-function operationsPaths(): Record<string, unknown> {
-  return {
-    "/healthz": {
-      get: {
-        operationId: "liveness",
-        summary: "Liveness.",
-        security: [],
-        responses: { "200": { description: "Alive." }, "4XX": json("ErrorBody", "Refused.") },
-      },
-    },
-    "/readyz": {
-      get: {
-        operationId: "readiness",
-        summary: "Readiness: at least one runner behind the edge is ready.",
-        security: [],
-        responses: {
-          "200": { description: "Ready." },
-          "503": { description: "No runner is ready; see Retry-After." },
-          "4XX": json("ErrorBody", "Refused."),
-        },
-      },
-    },
-    "/openapi.json": {
-      get: {
-        operationId: "openapi",
-        summary: "This document.",
-        security: [],
-        responses: {
-          "200": { description: "The OpenAPI 3.1 document." },
-          "4XX": json("ErrorBody", "Refused."),
-        },
-      },
-    },
-  };
-}
+  },
+};
 
 /** Security scheme and every schema the paths refer to. */
 function components(

@@ -141,12 +141,8 @@ export const ImageItemSchema = z.object({
   seed: z.number().int().nonnegative().optional(),
 });
 
-export const OutputItemSchema = z.discriminatedUnion("type", [
-  MessageItemSchema,
-  DetectionsItemSchema,
-  KeypointsItemSchema,
-  ImageItemSchema,
-]);
+const outputItems = [MessageItemSchema, DetectionsItemSchema, KeypointsItemSchema, ImageItemSchema] as const;
+export const OutputItemSchema = z.discriminatedUnion("type", outputItems);
 export type OutputItem = z.infer<typeof OutputItemSchema>;
 
 export const ResponseSchema = z.object({
