@@ -122,9 +122,11 @@ describe("postprocessing", () => {
   });
 
   it("labels a routing group with the phrase it follows", () => {
-    expect(groupLabel("Yes, here are the results for red circle")).toBe("red circle");
-    expect(groupLabel("Yes, here are the results for circle, person")).toBe("person");
-    expect(groupLabel("Yes, here are the results for person, with keypoints head")).toBe("head");
+    const format = { label_separator: ",", label_leads: ["results for", "with keypoints"] };
+    expect(groupLabel("Yes, here are the results for red circle", format)).toBe("red circle");
+    expect(groupLabel("Yes, here are the results for circle, person", format)).toBe("person");
+    expect(groupLabel("Yes, here are the results for person, with keypoints head", format)).toBe("head");
+    expect(groupLabel("Yes, the leftmost shape", format)).toBe("the leftmost shape");
   });
 
   it("resizes bilinearly like PyTorch (align_corners=False)", () => {

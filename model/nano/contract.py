@@ -39,9 +39,22 @@ ROUTING = {
     "[EDIT]": {"table": "editing_queries", "link": "superlink_editing", "task": "editing"},
 }
 
+# How an answer names a routing group (its label: "red circle" in "..., here are the results for red
+# circle[DET]"): the text before the routing token, after the last separator and the last lead phrase.
+ANSWER_FORMAT = {"label_separator": ",", "label_leads": ["results for", "with keypoints"]}
+
 POSTPROCESS = {"score_threshold": 0.3, "mask_threshold": 0.0, "edit_delta_threshold": 0.15}
 
 MANIFEST_SCHEMA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "contract", "manifest.schema.json")
+
+
+def routing_label(text_before: str) -> str:
+    """A routing group's label from the answer's text before its routing token (ANSWER_FORMAT)."""
+    tail = text_before.rsplit(ANSWER_FORMAT["label_separator"], 1)[-1]
+    for lead in ANSWER_FORMAT["label_leads"]:
+        if lead in tail:
+            tail = tail.split(lead, 1)[1]
+    return tail.strip()
 
 
 @lru_cache(maxsize=1)

@@ -406,6 +406,7 @@ def export_bundle(
             "skeleton": [[W.KEYPOINTS.index(a), W.KEYPOINTS.index(b)] for a, b in W.SKELETON],
         },
         "postprocess": C.POSTPROCESS,
+        "answer_format": C.ANSWER_FORMAT,
         "generation": {"resolution": c.gen_res, "steps": 20, "output_size": 128, "noise": "mulberry32-box-muller"},
         "limits": {"max_context": c.max_positions, "max_images": 1, "max_regions": 4, "max_new_tokens": 512},
         "tasks": [

@@ -64,11 +64,7 @@ class Result:
 
 def label_before(text: str) -> str:
     """The phrase a routing token follows: its category name ("red circle" in "..., red circle[DET]")."""
-    tail = text.rsplit(",", 1)[-1]
-    for lead in ("results for", "with keypoints"):
-        if lead in tail:
-            tail = tail.split(lead, 1)[1]
-    return tail.strip()
+    return C.routing_label(text)
 
 
 class Runner:

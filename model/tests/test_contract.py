@@ -26,6 +26,12 @@ class ContractTest(unittest.TestCase):
         self.assertEqual(self.manifest["system_prompt"], C.SYSTEM_PROMPT)
         self.assertEqual(self.manifest["routing"], C.ROUTING)
         self.assertEqual(self.manifest["postprocess"], C.POSTPROCESS)
+        self.assertEqual(self.manifest["answer_format"], C.ANSWER_FORMAT)
+
+    def test_a_routing_label_is_the_phrase_before_the_token(self):
+        self.assertEqual(C.routing_label(" Yes, here are the results for circle, red square"), "red square")
+        self.assertEqual(C.routing_label(" Yes, here are the results for person, with keypoints head"), "head")
+        self.assertEqual(C.routing_label(" Yes, the leftmost shape"), "the leftmost shape")
 
     def test_a_broken_manifest_is_refused_with_where_it_breaks(self):
         broken = copy.deepcopy(self.manifest)

@@ -110,6 +110,8 @@ export const ManifestSchema = z.object({
     names: z.array(z.string()),
     skeleton: z.array(z.tuple([z.number().int(), z.number().int()])),
   }),
+  /** How an answer names a routing group: the text before the token, after these (model/nano/contract.py). */
+  answer_format: z.object({ label_separator: z.string().min(1), label_leads: z.array(z.string().min(1)) }),
   postprocess: z.object({
     score_threshold: z.number(),
     mask_threshold: z.number(),

@@ -129,6 +129,8 @@ class Decoding {
   readonly #links: LinkSession;
   #next: Float32Array;
   #groups = 0;
+  /** The answer's text tokens so far: a routing group's label is read from them. */
+  readonly #textIds: number[] = [];
   #completion = 0;
 
   constructor(
@@ -204,6 +206,7 @@ class Decoding {
     }
     await this.#decode(this.model.tableRows("embed_tokens", [token]));
     if (this.model.tokenizer.isSpecial(token)) return undefined;
+    this.#textIds.push(token);
     const { delta, stopped } = this.#text.push(token);
     if (delta) yield { type: "text-delta", delta };
     return stopped ? "stop" : undefined;
@@ -218,7 +221,9 @@ class Decoding {
     chunk.set(this.model.tableRows("embed_tokens", [token]));
     chunk.set(queries, this.model.dim);
     const out = await this.#decode(chunk);
-    const label = groupLabel(this.#text.visible);
+    // Only complete characters count, as in the streamed text.
+    const before = this.model.tokenizer.decode(this.#textIds).replace(/\uFFFD+$/, "");
+    const label = groupLabel(before, this.model.manifest.answer_format);
     yield* this.#links.route({
       index: this.#groups++,
       routing,
@@ -258,10 +263,6 @@ export class AnswerText {
     private readonly stop: readonly string[],
   ) {
     this.#detok = new StreamingDetokenizer(decode);
-  }
-
-  get visible(): string {
-    return this.#visible;
   }
 
   /** Adds a token: the text now safe to send, and whether a stop string ended the answer. */

@@ -99,10 +99,18 @@ export function postprocessPoses(
   }));
 }
 
-/** The phrase a routing token follows: "red circle" in "Yes, here are the results for red circle". */
-export function groupLabel(textSoFar: string): string {
-  let tail = textSoFar.slice(textSoFar.lastIndexOf(",") + 1);
-  for (const lead of ["results for", "with keypoints"]) {
+/**
+ * The phrase a routing token follows ("red circle" in "Yes, here are the results for red circle"): the
+ * text after the last separator and the last lead phrase, by the bundle's answer format (one rule,
+ * model/nano/contract.py, carried by the manifest).
+ */
+export function groupLabel(
+  textSoFar: string,
+  format: { label_separator: string; label_leads: string[] },
+): string {
+  const cut = textSoFar.lastIndexOf(format.label_separator);
+  let tail = cut < 0 ? textSoFar : textSoFar.slice(cut + format.label_separator.length);
+  for (const lead of format.label_leads) {
     const i = tail.indexOf(lead);
     if (i >= 0) tail = tail.slice(i + lead.length);
   }
