@@ -152,49 +152,51 @@ class Runner:
 
     @torch.no_grad()
     def run_decoders(self, result: Result, pixels, levels, image, seed: int) -> None:
-        m = self.model
+        """Each routing group to its decoder by the task the contract's routing table gives its token,
+        as the runtime's link registry does: perception (a person group takes the keypoint groups that
+        follow it), and the image decoders. Each link returns the index of the next group to run."""
+        links = {"detection": self._perception, "segmentation": self._perception, "grounding": self._perception}
+        links.update({"generation": self._image, "editing": self._image})
         groups = result.groups
         i = 0
         while i < len(groups):
-            g = groups[i]
-            if g.routing in ("[DET]", "[SEG]", "[GRD]") and pixels is not None:
-                poses = []
-                j = i + 1
-                while j < len(groups) and groups[j].routing == "[POSE]":
-                    poses.append(groups[j])
-                    j += 1
-                emb = m.perception_link(g.states[None])
-                # As the runtime: the pose decoder runs once a person group has one [POSE] group per
-                # keypoint (later ones are ignored); with fewer, the person group is a detection.
-                k = self.cfg.num_keypoints
-                if len(poses) >= k:
-                    kp = m.pose_link(torch.stack([p.states for p in poses[:k]]))[None]
-                    logits, boxes, keypoints, scores = m.pose_decoder(pixels, levels, emb, kp)
-                    result.poses.extend(postprocess_pose(logits[0], boxes[0], keypoints[0], scores[0]))
-                    i = j
-                    continue
-                logits, boxes, masks = m.perception_decoder(pixels, levels, emb)
-                result.detections.append(
-                    {
-                        "routing": g.routing,
-                        "label": g.label,
-                        "items": postprocess_detections(logits[0], boxes[0], masks[0], top1=g.routing == "[GRD]"),
-                    }
-                )
-                i = j
-                continue
-            elif g.routing in ("[GEN]", "[EDIT]"):
-                edit = g.routing == "[EDIT]"
-                if edit and image is None:
-                    i += 1
-                    continue
-                link = m.editing_link if edit else m.generation_link
-                cond = link(g.states[None])
-                source = B.downsample_image(image, self.cfg.gen_res)[None] if edit else None
-                result.images.append(
-                    sample_image(m.editor if edit else m.generator, cond, self.cfg.gen_res, seed, source, image)
-                )
-            i += 1
+            link = links.get(C.ROUTING[groups[i].routing]["task"])
+            i = link(result, groups, i, pixels, levels, image, seed) if link else i + 1
+
+    def _perception(self, result: Result, groups: list[Group], i: int, pixels, levels, image, seed: int) -> int:
+        m, g = self.model, groups[i]
+        j = i + 1
+        while j < len(groups) and C.ROUTING[groups[j].routing]["task"] == "pose":
+            j += 1
+        if pixels is None:
+            return j
+        emb = m.perception_link(g.states[None])
+        # As the runtime: the pose decoder runs once a person group has one [POSE] group per keypoint
+        # (later ones are ignored); with fewer, the person group is a detection.
+        poses, k = groups[i + 1 : j], self.cfg.num_keypoints
+        if len(poses) >= k:
+            kp = m.pose_link(torch.stack([p.states for p in poses[:k]]))[None]
+            logits, boxes, keypoints, scores = m.pose_decoder(pixels, levels, emb, kp)
+            result.poses.extend(postprocess_pose(logits[0], boxes[0], keypoints[0], scores[0]))
+            return j
+        logits, boxes, masks = m.perception_decoder(pixels, levels, emb)
+        top1 = C.ROUTING[g.routing]["task"] == "grounding"
+        items = postprocess_detections(logits[0], boxes[0], masks[0], top1=top1)
+        result.detections.append({"routing": g.routing, "label": g.label, "items": items})
+        return j
+
+    def _image(self, result: Result, groups: list[Group], i: int, pixels, levels, image, seed: int) -> int:
+        m, g = self.model, groups[i]
+        edit = C.ROUTING[g.routing]["task"] == "editing"
+        if edit and image is None:
+            return i + 1
+        link = m.editing_link if edit else m.generation_link
+        cond = link(g.states[None])
+        source = B.downsample_image(image, self.cfg.gen_res)[None] if edit else None
+        result.images.append(
+            sample_image(m.editor if edit else m.generator, cond, self.cfg.gen_res, seed, source, image)
+        )
+        return i + 1
 
 
 def postprocess_detections(logits, boxes, masks, top1: bool, size: int = 128) -> list[dict]:
