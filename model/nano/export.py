@@ -96,6 +96,11 @@ class Call(torch.nn.Module):
         return self.fn(*args)
 
 
+def link_graph(link: torch.nn.Module, example: torch.Tensor, axis: str, output: str = "class_embeddings") -> tuple:
+    """A super-link projection's graph: query states [G, N, D] in, one row per group out."""
+    return (Call(link), (example,), ["query_states"], [output], {"query_states": {0: axis}, output: {0: axis}})
+
+
 def graph_specs(model: VisionLLMv2Nano) -> dict:
     c = model.c
     d, hd, h = c.llm_dim, c.llm_dim // c.llm_heads, c.llm_heads
@@ -171,34 +176,10 @@ def graph_specs(model: VisionLLMv2Nano) -> dict:
                 **{n: {0: "batch"} for n in new_names},
             },
         ),
-        "superlink_perception": (
-            Call(model.perception_link),
-            (rnd(2, c.perception_queries, d),),
-            ["query_states"],
-            ["class_embeddings"],
-            {"query_states": {0: "groups"}, "class_embeddings": {0: "groups"}},
-        ),
-        "superlink_pose": (
-            Call(model.pose_link),
-            (rnd(2, c.perception_queries, d),),
-            ["query_states"],
-            ["class_embeddings"],
-            {"query_states": {0: "groups"}, "class_embeddings": {0: "groups"}},
-        ),
-        "superlink_generation": (
-            Call(model.generation_link),
-            (rnd(1, c.gen_queries, d),),
-            ["query_states"],
-            ["conditioning"],
-            {"query_states": {0: "batch"}, "conditioning": {0: "batch"}},
-        ),
-        "superlink_editing": (
-            Call(model.editing_link),
-            (rnd(1, c.gen_queries, d),),
-            ["query_states"],
-            ["conditioning"],
-            {"query_states": {0: "batch"}, "conditioning": {0: "batch"}},
-        ),
+        "superlink_perception": link_graph(model.perception_link, rnd(2, c.perception_queries, d), "groups"),
+        "superlink_pose": link_graph(model.pose_link, rnd(2, c.perception_queries, d), "groups"),
+        "superlink_generation": link_graph(model.generation_link, rnd(1, c.gen_queries, d), "batch", "conditioning"),
+        "superlink_editing": link_graph(model.editing_link, rnd(1, c.gen_queries, d), "batch", "conditioning"),
         "perception_decoder": (
             Call(model.perception_decoder),
             (pixels, levels, rnd(1, c.link_dim)),
