@@ -374,12 +374,15 @@ export function jobRetryDelaySeconds(
   return Math.max(0, Math.min(cap, Math.round(base * 2 ** Math.max(0, attempts - 1))));
 }
 
+/** One message of the JOBS queue. */
+type JobDelivery = MessageBatch<JobMessage>["messages"][number];
+
 /** JOBS consumer: at-least-once delivery, so every step checks the job's current state. */
 export async function consumeJobs(batch: MessageBatch<JobMessage>, env: Env): Promise<void> {
   for (const message of batch.messages) await consumeJob(message, env);
 }
 
-async function consumeJob(message: MessageBatch<JobMessage>["messages"][number], env: Env): Promise<void> {
+async function consumeJob(message: JobDelivery, env: Env): Promise<void> {
   const { jobId: id, origin } = message.body;
   const row = await getRow(env, id);
   if (!row || row.state === "succeeded" || row.state === "failed" || row.state === "canceled") {
@@ -438,11 +441,7 @@ async function succeed(env: Env, id: string, origin: string, events: StreamEvent
 }
 
 /** Another attempt later for a retryable failure within the bound; otherwise the job fails. */
-async function retryOrFail(
-  env: Env,
-  message: MessageBatch<JobMessage>["messages"][number],
-  error: unknown,
-): Promise<void> {
+async function retryOrFail(env: Env, message: JobDelivery, error: unknown): Promise<void> {
   const { jobId: id, origin } = message.body;
   const maxAttempts = Number(env.JOB_MAX_ATTEMPTS || 8);
   // Anything that is not one of our errors here is the runner's connection failing mid-job (a killed

@@ -26,7 +26,7 @@ def expand_image(text: str, cfg: Config) -> str:
 
 def encode_turns(tok: Tokenizer, cfg: Config, turns: list[tuple[str, str]], with_last_answer: bool = True):
     """Token ids and a per-token 'is assistant answer' flag, through the manifest's chat template."""
-    ids = tok.encode(C.render_chat([]))
+    ids = tok.encode(C.conversation_start())
     labeled = [False] * len(ids)
     for i, (user, assistant) in enumerate(turns):
         asked, answered = C.turn_pieces(user, assistant)

@@ -67,10 +67,16 @@ def render_chat(messages: list[dict[str, str]]) -> str:
     return _template().render(system_prompt=SYSTEM_PROMPT, messages=messages)
 
 
+@lru_cache(maxsize=1)
+def conversation_start() -> str:
+    """The rendered conversation before its first turn (the system prompt)."""
+    return render_chat([])
+
+
 def turn_pieces(user: str, assistant: str) -> tuple[str, str]:
     """What one turn adds to the rendered conversation: the user's part (ending where the answer
     starts) and the answer's (with its end-of-turn token), cut from the template's own output."""
-    base = render_chat([])
+    base = conversation_start()
     asked = render_chat([{"role": "user", "content": user}])
     answered = render_chat([{"role": "user", "content": user}, {"role": "assistant", "content": assistant}])
     return asked[len(base) :], answered[len(asked) :]

@@ -515,7 +515,7 @@ FAMILIES = {
 def render_prompt(sample: Sample, with_answer_of_last: bool = True) -> tuple[str, list[tuple[int, int]]]:
     """The conversation through the manifest's chat template, and the character spans of every
     assistant answer."""
-    text = C.render_chat([])
+    text = C.conversation_start()
     spans = []
     for i, (user, assistant) in enumerate(sample.turns):
         asked, answer = C.turn_pieces(user, assistant)

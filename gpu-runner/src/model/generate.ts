@@ -125,6 +125,7 @@ type Finish = "stop" | "length" | "canceled";
 class Decoding {
   readonly #vocab: ReturnType<typeof vocabulary>;
   readonly #rng: Mulberry32;
+  readonly #params: { temperature: number; topK: number; topP: number };
   readonly #text: AnswerText;
   readonly #links: LinkSession;
   #next: Float32Array;
@@ -143,6 +144,8 @@ class Decoding {
     const seed = input.sampling.seed;
     this.#vocab = vocabulary(model);
     this.#rng = new Mulberry32(seed ?? Math.floor(Math.random() * 2 ** 32));
+    const s = input.sampling;
+    this.#params = { temperature: s.temperature, topK: s.top_k, topP: s.top_p };
     this.#text = new AnswerText((ids) => model.tokenizer.decode(ids), input.sampling.stop);
     this.#next = logits;
     const image = prompt.images[prompt.images.length - 1];
@@ -189,10 +192,9 @@ class Decoding {
   async *#step(step: number): AsyncGenerator<UnnumberedEvent, Finish | undefined> {
     const v = this.#vocab;
     const s = this.input.sampling;
-    const params = { temperature: s.temperature, topK: s.top_k, topP: s.top_p };
     const token = sampleToken(
       this.#next,
-      params,
+      this.#params,
       this.#rng,
       step < (s.min_tokens ?? 0) ? v.bannedBeforeEnd : v.banned,
     );

@@ -39,6 +39,9 @@ export interface DecoderLink {
   run(head: Group, attached: readonly Group[], ctx: LinkContext): AsyncGenerator<UnnumberedEvent>;
 }
 
+/** What a link yields when it has nothing to decode (a perception request without an image). */
+export async function* nothing(): AsyncGenerator<UnnumberedEvent> {}
+
 export class LinkRegistry {
   readonly #links: ReadonlyMap<string, DecoderLink>;
 

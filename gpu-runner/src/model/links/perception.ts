@@ -3,7 +3,7 @@ import { float32 } from "../../backend/onnx";
 import { postprocessDetections } from "../../postprocess/detections";
 import type { PreparedImage } from "../prompt";
 import { need, type VisionLLM } from "../visionllm";
-import type { DecoderLink, Group } from "./link";
+import { type DecoderLink, type Group, nothing } from "./link";
 
 /**
  * Detection, segmentation and grounding: one perception decoder (Grounding DINO's role) whose class
@@ -14,11 +14,9 @@ export function perceptionLink(task: "detection" | "segmentation" | "grounding")
   return {
     task,
     waits: true,
-    run: (head, _attached, ctx) => (ctx.image ? runPerception(ctx.model, head, ctx.image) : none()),
+    run: (head, _attached, ctx) => (ctx.image ? runPerception(ctx.model, head, ctx.image) : nothing()),
   };
 }
-
-async function* none(): AsyncGenerator<UnnumberedEvent> {}
 
 async function* runPerception(
   model: VisionLLM,

@@ -3,7 +3,7 @@ import { float32 } from "../../backend/onnx";
 import { postprocessPoses } from "../../postprocess/detections";
 import type { PreparedImage } from "../prompt";
 import { need, type VisionLLM } from "../visionllm";
-import type { DecoderLink, Group } from "./link";
+import { type DecoderLink, type Group, nothing } from "./link";
 
 /**
  * Pose (UniPose's role): one [POSE] group per keypoint follows a person's perception group; when the
@@ -16,10 +16,8 @@ export const poseLink: DecoderLink = {
     to: ["detection", "segmentation", "grounding"],
     whole: (count, model) => count === model.manifest.keypoints.names.length,
   },
-  run: (head, attached, ctx) => (ctx.image ? runPose(ctx.model, head, [...attached], ctx.image) : none()),
+  run: (head, attached, ctx) => (ctx.image ? runPose(ctx.model, head, [...attached], ctx.image) : nothing()),
 };
-
-async function* none(): AsyncGenerator<UnnumberedEvent> {}
 
 async function* runPose(
   model: VisionLLM,
