@@ -19,7 +19,9 @@ from scipy import ndimage
 
 from . import grammar as G
 from . import tasks as T
+from . import other_renderer
 from . import world as W
+from .export import round_for_export
 from .infer import Runner
 from .model import Config, VisionLLMv2Nano
 from .tokenizer import Tokenizer
@@ -356,6 +358,7 @@ def evaluate_and_write_card(
     families: list[str] | None = None,
     part: str | None = None,
     train_scenes: int = 200,
+    renderer: str = "world",
 ) -> dict:
     """Evaluates `families` (default: all) with held-out wordings on `scenes` scenes each and with the
     training wordings on `train_scenes`, and writes the card. With `part`, writes only that part's
@@ -384,6 +387,7 @@ def evaluate_and_write_card(
         "results": results,
         "examples": examples,
         "seconds": time.time() - started,
+        "renderer": renderer,
     }
     if part is not None:
         with open(os.path.join(card_dir, f"eval-{part}.json"), "w") as f:
@@ -422,9 +426,10 @@ def write_card(bundle: str, summary: dict, detection_text: str) -> None:
     previous = history[-1]["results"] if history else {}
     previous_name = history[-1]["bundle"] if history else "none"
     total = sum(v["bytes"] for v in manifest["files"].values())
-    held, train = results["heldout"], results["train"]
+    held, train, other = results["heldout"], results["train"], results.get("other_renderer", {})
     rows = "\n".join(
         f"| {fam} | {METRIC[fam]} | **{figure(held.get(fam))}** | {figure(train.get(fam))} | "
+        f"{figure(other.get(fam))} | "
         f"{figure(experts.get(EXPERT_METRIC.get(fam, ''))) if fam in EXPERT_METRIC else '-'} | "
         f"{figure(previous.get(fam))} | "
         f">= {BARS[fam]:.2f} | {'met' if held.get(fam, 0) >= BARS[fam] else '**not met**'} |"
@@ -439,6 +444,7 @@ def write_card(bundle: str, summary: dict, detection_text: str) -> None:
         for e in examples.get(fam, [])
     )
     c = manifest["config"]
+    other_scenes = summary.get("other_renderer_scenes", "-")
     text = f"""# VisionLLM v2-nano — model card
 
 A miniature of VisionLLM v2 (same architecture and super link) on the nano world (`docs/NANO_WORLD.md`),
@@ -483,9 +489,12 @@ TypeScript runtime reproduces it: see the golden tests). "Expert alone" is the s
 with canonical phrases, no LLM (`model/experts/experts.json`); "previous" is the bundle this one
 replaces (`model/bundle-history.json`: {previous_name}, held-out wordings). The expert alone's segmentation
 figure counts matched instances only; this bundle's and the previous one's count a missed instance as 0.
+"Other renderer": held-out wordings on {other_scenes} scenes per family drawn by a second renderer that
+training never saw (`model/nano/other_renderer.py`: PIL's rasteriser, Lanczos anti-aliasing, other
+noise), from the same kind of scene descriptions, as users' scenes are drawn by their own programs.
 
-| family | metric | held-out wordings | training wordings | expert alone | previous | bar | |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+| family | metric | held-out wordings | training wordings | other renderer | expert alone | previous | bar | |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
 ## Training curves
@@ -529,9 +538,15 @@ def merge_parts(model: VisionLLMv2Nano, tok: Tokenizer, bundle: str) -> dict:
     if not parts:
         # A second --merge would otherwise overwrite eval.json with nothing (the parts are consumed).
         raise SystemExit(f"no evaluation parts in {card_dir}: run --part a and --part b first")
-    summary: dict = {"results": {"heldout": {}, "train": {}}, "examples": {}, "seconds": 0.0}
+    summary: dict = {"results": {"heldout": {}, "train": {}, "other_renderer": {}}, "examples": {}, "seconds": 0.0}
     for name in parts:
         data = read_json(os.path.join(card_dir, name), {})
+        if data.get("renderer", "world") != "world":
+            # Scenes drawn by the second renderer: held-out wordings, their own column of the card.
+            summary["results"]["other_renderer"].update(data["results"]["heldout"])
+            summary["other_renderer_scenes"] = data["scenes_per_family"]
+            os.remove(os.path.join(card_dir, name))
+            continue
         for split in ("heldout", "train"):
             summary["results"][split].update(data["results"][split])
         summary["examples"].update(data["examples"])
@@ -551,6 +566,7 @@ def load_trained(bundle: str, run_dir: str) -> tuple[VisionLLMv2Nano, Tokenizer]
         cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["config"].items()})
     model = VisionLLMv2Nano(cfg)
     model.load_state_dict(torch.load(os.path.join(run_dir, "checkpoint.pt"))["model"])
+    round_for_export(model)
     return model.eval(), Tokenizer.load(os.path.join(bundle, "tokenizer.json"))
 
 
@@ -566,7 +582,17 @@ def main() -> None:
     parser.add_argument("--families", default=None, help="comma-separated subset of the families")
     parser.add_argument("--part", default=None, help="write this part's results only (for --merge)")
     parser.add_argument("--merge", action="store_true", help="write the card from the parts")
+    parser.add_argument(
+        "--renderer",
+        choices=["world", "other"],
+        default="world",
+        help="draw the scenes with world.render or the second renderer (other_renderer.py; needs --part)",
+    )
     args = parser.parse_args()
+    if args.renderer == "other":
+        if args.part is None:
+            parser.error("--renderer other writes a part of the card: give --part")
+        W.render = other_renderer.render
     torch.set_num_threads(1)
     model, tok = load_trained(args.bundle, args.out)
     if args.merge:
@@ -579,7 +605,8 @@ def main() -> None:
             args.scenes,
             args.families.split(",") if args.families else None,
             args.part,
-            args.train_scenes,
+            args.train_scenes if args.renderer == "world" else 0,
+            args.renderer,
         )
 
 

@@ -29,22 +29,27 @@ OPSET = 14
 # Graphs whose weights are stored as float16 (Cast to float32 inside the graph): the generator, the
 # editor and their links are placeholders until the image experts replace them (generation and editing
 # score 0), and storing them at half size keeps the bundle under 40 MB now that the vision and region
-# graphs carry the experts' trunk. Their weights are rounded to float16 in PyTorch first, so the golden
-# references and the graphs compute with the same numbers.
+# graphs carry the experts' trunk. The two LLM graphs store only their output rows (vocabulary x width)
+# at half size, which keeps the 1,024-token vocabulary within the same 40 MB. Weights are rounded to
+# float16 in PyTorch first (`round_for_export`, also done by the evaluation), so the golden references,
+# the model card and the graphs compute with the same numbers.
 HALF_STORED = ("generator", "editor", "superlink_generation", "superlink_editing")
+HALF_STORED_OUTPUT_ROWS = ("llm", "llm_decode")
 
 
 def half_stored_modules(model: VisionLLMv2Nano) -> list[torch.nn.Module]:
-    return [model.generator, model.editor, model.generation_link, model.editing_link]
+    return [model.generator, model.editor, model.generation_link, model.editing_link, model.llm.lm_head]
 
 
-def round_to_half(module: torch.nn.Module) -> None:
-    for p in module.parameters():
-        p.data = p.data.half().float()
+def round_for_export(model: VisionLLMv2Nano) -> None:
+    for module in half_stored_modules(model):
+        for p in module.parameters():
+            p.data = p.data.half().float()
 
 
-def store_half(path: str) -> None:
-    """Float initializers -> float16 initializers and a Cast back to float32 before first use."""
+def store_half(path: str, only_shape: tuple[int, int] | None = None) -> None:
+    """Float initializers -> float16 initializers and a Cast back to float32 before first use: all of
+    them, or with `only_shape` only a matrix of that shape either way round (the output rows)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -53,6 +58,8 @@ def store_half(path: str) -> None:
     casts = []
     for init in graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT or int(np.prod(init.dims)) < 64:
+            continue
+        if only_shape is not None and sorted(init.dims) != sorted(only_shape):
             continue
         name = init.name
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{name}_f16"))
@@ -283,8 +290,7 @@ def export_bundle(
     # The tracer refuses weights that require grad when a graph reads them without owning them (the
     # experts' trunk inside the vision and region graphs), and no export needs gradients.
     model.requires_grad_(False)
-    for module in half_stored_modules(model):
-        round_to_half(module)
+    round_for_export(model)
     c = model.c
     gold = golden_dir_of(out)
     if os.path.exists(out):
@@ -315,6 +321,8 @@ def export_bundle(
             module.eval()
             if name in HALF_STORED:
                 store_half(path)
+            if name in HALF_STORED_OUTPUT_ROWS:
+                store_half(path, only_shape=(c.vocab_size, c.llm_dim))
             graphs[name] = {"file": f"graphs/{name}.onnx", "inputs": inputs, "outputs": outputs}
             if name == "llm_decode":
                 check_decode_step(model.llm, args)

@@ -20,19 +20,56 @@ from .tokenizer import Tokenizer, train_bpe
 from .train import full_recipe, plot_history, smoke_recipe, train
 
 
-def build_tokenizer(path: str, vocab_size: int, samples: int = 6000) -> Tokenizer:
-    if os.path.exists(path):
-        return Tokenizer.load(path)
+# Vocabulary sizes (full, smoke): the first merges learnt from the instruction data alone, the rest
+# from it and the language corpus, appended (`widen_run` upgrades a run trained with the first part).
+VOCAB = {"full": (640, 1024), "smoke": (320, 352)}
+
+
+def tokenizer_texts(samples: int, corpus: int) -> tuple[list[str], list[str]]:
+    """Rendered training conversations of every family, and passages of the language corpus."""
+    from . import language
+
     rng = np.random.default_rng(1234)
     names = list(T.FAMILIES)
-    texts = []
-    for i in range(samples):
-        sample = T.FAMILIES[names[i % len(names)]](rng)
-        text, _ = T.render_prompt(sample)
-        texts.append(text)
-    tok = train_bpe(texts, vocab_size)
+    texts = [T.render_prompt(T.FAMILIES[names[i % len(names)]](rng))[0] for i in range(samples)]
+    corpus_rng = np.random.default_rng(5)
+    return texts, [language.passage(corpus_rng) for _ in range(corpus)]
+
+
+def build_tokenizer(path: str, sizes: tuple[int, int], samples: int = 6000) -> Tokenizer:
+    """The run's tokenizer, from `path` if it has one. The first merges come from the instruction
+    data; the rest from it and the corpus, so that every word the corpus teaches (held-out verbs
+    included) is one token, as words are in the vocabulary of an LLM pretrained on text: read as
+    fragments ("t", "ra", "ce"), a word the instructions never used carried nothing over."""
+    if os.path.exists(path):
+        return Tokenizer.load(path)
+    texts, corpus = tokenizer_texts(samples, samples * 2 // 3)
+    tok = train_bpe(texts, sizes[0])
+    tok = train_bpe(texts + corpus, sizes[1], start=tok)
     tok.save(path)
     return tok
+
+
+def widen_run(out: str, tok: Tokenizer, size: int, samples: int = 6000) -> Tokenizer:
+    """Extends an older run's tokenizer to `size` (its ids unchanged, new tokens appended) and its
+    checkpoint's token embeddings and output rows with it. A new token starts from its fragments: its
+    embedding is their mean, its output row the first fragment's (so the model's first guess for it
+    is the one it had for its first fragment)."""
+    texts, corpus = tokenizer_texts(samples, samples * 2 // 3)
+    wide = train_bpe(texts + corpus, size, start=tok)
+    checkpoint = os.path.join(out, "checkpoint.pt")
+    if os.path.exists(checkpoint):
+        saved = torch.load(checkpoint)
+        weights = saved["model"]
+        embed, head = weights["llm.embed_tokens.weight"], weights["llm.lm_head.weight"]
+        pieces = [tok.encode(wide.decode([i])) for i in range(tok.size, wide.size)]
+        weights["llm.embed_tokens.weight"] = torch.cat([embed, torch.stack([embed[p].mean(0) for p in pieces])])
+        weights["llm.lm_head.weight"] = torch.cat([head, torch.stack([head[p[0]] for p in pieces])])
+        saved["optimizer"] = None
+        torch.save(saved, checkpoint)
+    wide.save(os.path.join(out, "tokenizer.json"))
+    print(f"vocabulary widened from {tok.size} to {wide.size} tokens")
+    return wide
 
 
 def again_from_last_stage(checkpoint: str, stages: int) -> None:
@@ -90,7 +127,10 @@ def main() -> None:
             max_steps=3 if smoke else 100_000,
         )
         experts = os.path.join(experts_dir, "experts.pt")
-    tok = build_tokenizer(os.path.join(args.out, "tokenizer.json"), 320 if smoke else 640, 400 if smoke else 6000)
+    sizes = VOCAB[args.config]
+    tok = build_tokenizer(os.path.join(args.out, "tokenizer.json"), sizes, 400 if smoke else 6000)
+    if tok.size < sizes[1]:
+        tok = widen_run(args.out, tok, sizes[1], 400 if smoke else 6000)
     base = SMOKE if smoke else Config()
     cfg = Config(**{**base.to_dict(), "vocab_size": tok.size})
     recipe = smoke_recipe() if smoke else full_recipe(args.minutes, args.instruction_minutes)

@@ -157,18 +157,26 @@ class Tokenizer:
         return Tokenizer(data["model"]["vocab"], merges)  # type: ignore[arg-type]
 
 
-def train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
-    vocab: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
-    for b in range(256):
-        vocab[BYTE_MAP[b]] = len(vocab)
+def train_bpe(texts: list[str], vocab_size: int, start: Tokenizer | None = None) -> Tokenizer:
+    """Byte-level BPE to vocab_size. With `start`, its vocabulary and merges are kept as they are (the
+    ids a trained LLM knows) and merging continues from its segmentation of `texts`, appending tokens:
+    how a trained model's vocabulary is extended to words it has so far read as fragments."""
+    if start is None:
+        vocab: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+        for b in range(256):
+            vocab[BYTE_MAP[b]] = len(vocab)
+        merges: list[tuple[str, str]] = []
+    else:
+        vocab, merges = dict(start.vocab), list(start.merges)
     word_counts: Counter[tuple[str, ...]] = Counter()
     for text in texts:
         for segment in SPECIAL_SPLIT.split(text):
             if segment and segment not in SPECIAL_TOKENS:
                 for word in _words(segment):
-                    word_counts[tuple(word)] += 1
+                    word_counts[
+                        tuple(word) if start is None else tuple(start.inverse[i] for i in start._bpe(word))
+                    ] += 1
     words = dict(word_counts)
-    merges: list[tuple[str, str]] = []
     while len(vocab) < vocab_size:
         pairs: Counter[tuple[str, str]] = Counter()
         for word, count in words.items():
@@ -180,18 +188,22 @@ def train_bpe(texts: list[str], vocab_size: int) -> Tokenizer:
         if count < 2:
             break
         merges.append((a, b))
-        vocab[a + b] = len(vocab)
-        merged: dict[tuple[str, ...], int] = {}
-        for word, c in words.items():
-            out: list[str] = []
-            i = 0
-            while i < len(word):
-                if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
-                    out.append(a + b)
-                    i += 2
-                else:
-                    out.append(word[i])
-                    i += 1
-            merged[tuple(out)] = merged.get(tuple(out), 0) + c
-        words = merged
+        vocab.setdefault(a + b, len(vocab))
+        words = _merge_pair(words, a, b)
     return Tokenizer(vocab, merges)
+
+
+def _merge_pair(words: dict[tuple[str, ...], int], a: str, b: str) -> dict[tuple[str, ...], int]:
+    merged: dict[tuple[str, ...], int] = {}
+    for word, c in words.items():
+        out: list[str] = []
+        i = 0
+        while i < len(word):
+            if i + 1 < len(word) and word[i] == a and word[i + 1] == b:
+                out.append(a + b)
+                i += 2
+            else:
+                out.append(word[i])
+                i += 1
+        merged[tuple(out)] = merged.get(tuple(out), 0) + c
+    return merged
