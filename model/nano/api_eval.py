@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
+from . import other_renderer
+from . import world as W
 from .evaluate import BARS, Evaluator, evaluate_family
 
 REGION_MARK = "<reg>region1<region></reg>"
@@ -165,16 +167,25 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=4, help="families asked side by side")
     parser.add_argument("--card", default="model/bundle/card/eval.json", help="the card's figures, printed beside")
     parser.add_argument(
+        "--renderer",
+        choices=["world", "other"],
+        default="world",
+        help="scenes drawn by world.render or by the second renderer (other_renderer.py, never trained on)",
+    )
+    parser.add_argument(
         "--reference",
         default=None,
         metavar="RUN_DIR",
         help="also run the PyTorch reference on the same scenes (checkpoint.pt in RUN_DIR, bundle config)",
     )
     args = parser.parse_args()
+    if args.renderer == "other":
+        W.render = other_renderer.render
     card = {}
     try:
         with open(args.card) as f:
-            card = json.load(f)["results"][args.split]
+            results = json.load(f)["results"]
+        card = results["other_renderer"] if args.renderer == "other" else results[args.split]
     except (OSError, KeyError, json.JSONDecodeError):
         pass
     ev = Evaluator(ApiRunner(args.url, args.key), args.split)  # type: ignore[arg-type]

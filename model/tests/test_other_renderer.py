@@ -6,7 +6,7 @@ import unittest
 
 import numpy as np
 
-from model.nano import other_renderer as O
+from model.nano import other_renderer
 from model.nano import world as W
 
 
@@ -22,7 +22,7 @@ class OtherRendererTest(unittest.TestCase):
         for scene in self.scenes:
             mine, theirs = copy.deepcopy(scene), copy.deepcopy(scene)
             _, masks = W.render(mine)
-            _, other = O.render(theirs)
+            _, other = other_renderer.render(theirs)
             for obj, a, b in zip(scene.objects, masks, other):
                 iou = (a & b).sum() / max(1, (a | b).sum())
                 self.assertGreater(iou, 0.55 if obj.kind == "person" else 0.85, (obj.kind, iou))
@@ -35,14 +35,14 @@ class OtherRendererTest(unittest.TestCase):
     def test_a_different_picture_of_the_world(self):
         scene = self.scenes[0]
         a, _ = W.render(copy.deepcopy(scene))
-        b, _ = O.render(copy.deepcopy(scene))
+        b, _ = other_renderer.render(copy.deepcopy(scene))
         self.assertEqual(b.shape, (W.SIZE, W.SIZE, 3))
         self.assertEqual(b.dtype, np.uint8)
         self.assertGreater(np.abs(a.astype(int) - b.astype(int)).mean(), 1.0)
 
     def test_fills_keep_their_colours(self):
         for scene in self.scenes[:10]:
-            image, masks = O.render(copy.deepcopy(scene))
+            image, masks = other_renderer.render(copy.deepcopy(scene))
             for obj, mask in zip(scene.objects, masks):
                 if obj.kind == "person" or mask.sum() < 50:
                     continue
