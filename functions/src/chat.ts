@@ -412,31 +412,64 @@ type Generation = Awaited<ReturnType<typeof prepareGeneration>>;
 /** One chat request through the edge: parse, admit, prepare, stream (from cache or a runner), answer. */
 export async function handleChat(c: Context<AppEnv>, flavor: Flavor): Promise<Response> {
   const { request, responses, bodyText } = await readChatRequest(c, flavor);
-  // The prompt is assembled while the rate limiter answers, unless that would fetch image URLs (a
-  // refused request must not make the edge fetch anything) or the request is a reconnect (which the
-  // stream log may answer with no prompt at all).
+  // The prompt is assembled, the cache looked up and the stream log named while the rate limiter
+  // answers, unless assembling would fetch image URLs (a refused request must not make the edge fetch
+  // anything) or the request is a reconnect (which the stream log may answer with no prompt at all).
+  // Nothing of it reaches the client before admission.
   const resuming = flavor === "native" && c.req.header("last-event-id") !== undefined;
-  const early =
-    resuming || fetchesImages(request) ? undefined : timed(c, "prompt", prepareGeneration(c.env, request));
+  const early = resuming || fetchesImages(request) ? undefined : preparing(c, request);
   early?.catch(() => undefined); // awaited below; a refusal by the limiter must not leave it unhandled
+  const logName = flavor === "native" ? streamLogName(c.get("caller").keyId, bodyText) : undefined;
   const release = await admit(c);
   try {
-    const log =
-      flavor === "native"
-        ? c.env.STREAM_LOG.get(
-            c.env.STREAM_LOG.idFromName(await streamLogName(c.get("caller").keyId, bodyText)),
-          )
-        : undefined;
+    const log = logName ? c.env.STREAM_LOG.get(c.env.STREAM_LOG.idFromName(await logName)) : undefined;
     // A reconnect the log can answer needs no prompt, images or runner: checked before any of them.
     const resumed = log ? await resumeFromLog(c, log, release) : undefined;
     if (resumed) return await answer(c, flavor, request, responses, resumed, c.env.MODEL_ID);
-    const generation = await (early ?? timed(c, "prompt", prepareGeneration(c.env, request)));
-    const stream = await openStream(c, generation, flavor, release, log);
+    const { generation, lookup } = await (early ?? preparing(c, request));
+    const stream = await openStream(c, generation, lookup, flavor, release, log);
     return await answer(c, flavor, request, responses, stream, generation.card.id);
   } catch (error) {
     release();
     throw error;
   }
+}
+
+/** The generation's inputs, then its cache key and cached answer (if any). */
+async function preparing(
+  c: Context<AppEnv>,
+  request: ChatCompletionRequest,
+): Promise<{ generation: Generation; lookup: CacheLookup }> {
+  const generation = await timed(c, "prompt", prepareGeneration(c.env, request));
+  return { generation, lookup: await lookUpCache(c, generation) };
+}
+
+interface CacheLookup {
+  key: string | undefined;
+  cached: StreamEvent[] | undefined;
+  bypass: boolean;
+}
+
+/** A deterministic request's cache key, and its cached answer unless the client asked to bypass. */
+async function lookUpCache(c: Context<AppEnv>, generation: Generation): Promise<CacheLookup> {
+  const { env } = c;
+  const { card, sampling, assembled, digests } = generation;
+  const bypass =
+    /no-cache|no-store/i.test(c.req.header("cache-control") ?? "") || c.req.header("x-cache-bypass") === "1";
+  const key = isDeterministic(sampling)
+    ? await cacheKey({
+        scope: env.CACHE_SCOPE === "shared" ? "shared" : `key:${c.get("caller").keyId}`,
+        model: card.id,
+        modelVersion: card.version,
+        modelDigest: card.digest,
+        prompt: assembled.prompt,
+        imageDigests: digests,
+        regions: assembled.regions,
+        sampling,
+      })
+    : undefined;
+  const cached = key && !bypass ? await timed(c, "cache", readCached(env.CACHE, key)) : undefined;
+  return { key, cached, bypass };
 }
 
 /** Whether assembling the prompt would fetch an image from a URL (not a data: URL). */
@@ -503,37 +536,23 @@ interface ChatStream {
 async function openStream(
   c: Context<AppEnv>,
   generation: Generation,
+  lookup: CacheLookup,
   flavor: Flavor,
   release: () => void,
   log?: Log,
 ): Promise<ChatStream> {
   const { env } = c;
   const requestId = c.get("requestId");
-  const { card, limits, sampling, assembled, digests } = generation;
-  const bypass =
-    /no-cache|no-store/i.test(c.req.header("cache-control") ?? "") || c.req.header("x-cache-bypass") === "1";
-  const deterministic = isDeterministic(sampling);
+  const { limits, sampling } = generation;
+  const { key, cached, bypass } = lookup;
   const resumeAfter = flavor === "native" ? lastEventId(c.req.header("last-event-id")) : undefined;
-  if (resumeAfter !== undefined && !deterministic)
+  if (resumeAfter !== undefined && !isDeterministic(sampling))
     throw new VisionLLMError(
       "invalid_request",
       "Nothing is kept to resume this stream from (streams are kept 5 minutes), and a sampled answer cannot be produced again: send the request without Last-Event-ID, or use temperature 0 or a seed.",
       { param: "last-event-id" },
     );
-  const key = deterministic
-    ? await cacheKey({
-        scope: env.CACHE_SCOPE === "shared" ? "shared" : `key:${c.get("caller").keyId}`,
-        model: card.id,
-        modelVersion: card.version,
-        modelDigest: card.digest,
-        prompt: assembled.prompt,
-        imageDigests: digests,
-        regions: assembled.regions,
-        sampling,
-      })
-    : undefined;
   const created = Math.floor(Date.now() / 1000);
-  const cached = key && !bypass ? await timed(c, "cache", readCached(env.CACHE, key)) : undefined;
   const upstream = new AbortController();
   c.req.raw.signal.addEventListener("abort", () => upstream.abort(), { once: true });
   const collected: StreamEvent[] = [];
