@@ -375,14 +375,7 @@ let runnerRate = 0;
   const { decodeImage } = await import("../gpu-runner/src/preprocess/image");
   await decodeImage(scene, 1 << 24);
   const tDecode = performance.now() - t1;
-  const ids = model.tokenizer.encode(
-    prompt("Describe the image.").replace(
-      m.special_tokens.image,
-      m.special_tokens.image_start +
-        m.special_tokens.image_patch.repeat(m.image_tokens) +
-        m.special_tokens.image_end,
-    ),
-  );
+  const ids = imageIds;
   const embeds = model.tableRows("embed_tokens", ids);
   const t2 = performance.now();
   await model.llmStep(embeds, model.emptyCache());
