@@ -25,15 +25,17 @@ from .train import full_recipe, plot_history, smoke_recipe, train
 VOCAB = {"full": (640, 1024), "smoke": (320, 352)}
 
 
-def tokenizer_texts(samples: int, corpus: int) -> tuple[list[str], list[str]]:
-    """Rendered training conversations of every family, and passages of the language corpus."""
+def tokenizer_texts(samples: int, corpus: int | None = None) -> tuple[list[str], list[str]]:
+    """Rendered training conversations of every family, and passages of the language corpus (two for
+    every three conversations unless `corpus` says how many)."""
     from . import language
 
     rng = np.random.default_rng(1234)
     names = list(T.FAMILIES)
     texts = [T.render_prompt(T.FAMILIES[names[i % len(names)]](rng))[0] for i in range(samples)]
     corpus_rng = np.random.default_rng(5)
-    return texts, [language.passage(corpus_rng) for _ in range(corpus)]
+    n = samples * 2 // 3 if corpus is None else corpus
+    return texts, [language.passage(corpus_rng) for _ in range(n)]
 
 
 def build_tokenizer(path: str, sizes: tuple[int, int], samples: int = 6000) -> Tokenizer:
@@ -43,7 +45,7 @@ def build_tokenizer(path: str, sizes: tuple[int, int], samples: int = 6000) -> T
     fragments ("t", "ra", "ce"), a word the instructions never used carried nothing over."""
     if os.path.exists(path):
         return Tokenizer.load(path)
-    texts, corpus = tokenizer_texts(samples, samples * 2 // 3)
+    texts, corpus = tokenizer_texts(samples)
     tok = train_bpe(texts, sizes[0])
     tok = train_bpe(texts + corpus, sizes[1], start=tok)
     tok.save(path)
@@ -55,7 +57,7 @@ def widen_run(out: str, tok: Tokenizer, size: int, samples: int = 6000) -> Token
     checkpoint's token embeddings and output rows with it. A new token starts from its fragments: its
     embedding is their mean, its output row the first fragment's (so the model's first guess for it
     is the one it had for its first fragment)."""
-    texts, corpus = tokenizer_texts(samples, samples * 2 // 3)
+    texts, corpus = tokenizer_texts(samples)
     wide = train_bpe(texts + corpus, size, start=tok)
     checkpoint = os.path.join(out, "checkpoint.pt")
     if os.path.exists(checkpoint):

@@ -272,18 +272,25 @@ def render(scene: Scene) -> tuple[np.ndarray, list[np.ndarray]]:
 
     People's boxes are refined here to the tight box of their drawn pixels, as the world requires.
     """
-    rng = np.random.default_rng(scene.noise_seed)
     ss = 4 if scene.antialias else 1
+    return compose(scene, lambda obj: _coverage(obj, ss), np.random.default_rng(scene.noise_seed))
+
+
+def compose(
+    scene: Scene, coverage, rng: np.random.Generator, drawn: float = 0.0
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A renderer's image from its per-object `coverage` (canvas-sized, in [0, 1]): objects blended
+    over the background in order, masks at half coverage, a person's box refined to the pixels it
+    covers above `drawn`, then the background noise of the world (+-8 per channel) from `rng`."""
     canvas = np.empty((SIZE, SIZE, 3), dtype=np.float32)
     canvas[:] = BACKGROUNDS[scene.background]
     masks = []
     for obj in scene.objects:
-        cov = _coverage(obj, ss)
+        cov = coverage(obj)
         canvas = canvas * (1 - cov[..., None]) + np.array(obj.rgb, dtype=np.float32) * cov[..., None]
-        mask = cov >= 0.5
-        masks.append(mask)
+        masks.append(cov >= 0.5)
         if obj.kind == "person":
-            ys, xs = np.nonzero(cov > 0)
+            ys, xs = np.nonzero(cov > drawn)
             obj.box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
     noise = rng.integers(-8, 9, size=canvas.shape)
     image = np.clip(np.rint(canvas) + noise, 0, 255).astype(np.uint8)
