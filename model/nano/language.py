@@ -144,6 +144,16 @@ OUTCOME_USES = [
     "If someone asks you to {v} {x}, they want {o}.",
     "{S} had to {v} {x}; the result was {o}.",
 ]
+# What the task is called, aligned with VERB_SETS: the words an answer uses ("here are the
+# segmentation results"). A pretrained LLM knows that cutting out or tracing a thing is segmentation;
+# without this, nothing in the corpus joins a held-out verb to the word its answer starts with.
+TASK_NAMES = ["detection", "segmentation", "pose estimation", "image generation", "image editing", "captioning"]
+TASK_USES = [
+    "To {v} {x} is a {t} task.",
+    "{S} was asked to {v} {x}, so {s} gave the {t} results.",
+    "Anyone who wants to {v} {x} needs {t} results.",
+    "{S} had to {v} {x}: a job for {t}.",
+]
 STATEMENTS = [
     '"{A}" means the same as "{b}".',
     'Saying "{a}" is another way of saying "{b}".',
@@ -241,6 +251,15 @@ def outcome_sentence(rng: np.random.Generator) -> str:
     )
 
 
+def task_sentence(rng: np.random.Generator) -> str:
+    """'Anyone who wants to cut out every disc needs segmentation results.'"""
+    i = int(rng.integers(len(VERB_SETS)))
+    subject, pronoun = SUBJECTS[int(rng.integers(len(SUBJECTS)))]
+    n = G.pick(rng, G.PERSON_WORDS) if VERB_SETS[i] is POSE_VERBS else noun(rng)
+    x = G.pick(rng, [f"the {G.plural(n)}", f"all of the {G.plural(n)}", f"every {n}"])
+    return G.pick(rng, TASK_USES).format(v=G.pick(rng, VERB_SETS[i]), x=x, t=TASK_NAMES[i], S=subject, s=pronoun)
+
+
 def phrase_sentence(rng: np.random.Generator) -> str:
     """Two phrases of one set, filled with the same slot values."""
     a, b = two_of(rng, PHRASE_SETS[int(rng.integers(len(PHRASE_SETS)))])
@@ -251,6 +270,7 @@ def phrase_sentence(rng: np.random.Generator) -> str:
 
 
 def passage(rng: np.random.Generator) -> str:
-    makers = [verb_sentence, outcome_sentence, phrase_sentence]
-    sentences = [makers[int(rng.choice(3, p=[0.3, 0.3, 0.4]))](rng) for _ in range(int(rng.integers(2, 4)))]
+    makers = [verb_sentence, outcome_sentence, task_sentence, phrase_sentence]
+    weights = [0.25, 0.2, 0.2, 0.35]
+    sentences = [makers[int(rng.choice(len(makers), p=weights))](rng) for _ in range(int(rng.integers(2, 4)))]
     return " ".join(s[0].upper() + s[1:] for s in sentences)

@@ -31,6 +31,29 @@ class LanguageTest(unittest.TestCase):
             sets = [s for s in Lang.VERB_SETS if sum(f" {v} " in f" {sentence} " for v in s) >= 2]
             self.assertTrue(sets, sentence)
 
+    def test_every_verb_meets_its_task_name(self):
+        """'Anyone who wants to cut out every disc needs segmentation results': each verb of a set,
+        held-out ones included, is seen beside the name its answer uses, and only beside that name."""
+        rng = np.random.default_rng(11)
+        seen: set[tuple[str, str]] = set()
+        for _ in range(3000):
+            words = Lang.task_sentence(rng).lower().replace(".", " ").replace(":", " ").replace(",", " ")
+            sentence = f" {words} "
+            names = [t for t in Lang.TASK_NAMES if f" {t} " in sentence]
+            self.assertEqual(len(names), 1, sentence)
+            verbs = [v for v in Lang.VERB_SETS[Lang.TASK_NAMES.index(names[0])] if f" {v} " in sentence]
+            self.assertTrue(verbs, sentence)
+            seen.update((v, names[0]) for v in verbs)
+        for verbs, name in zip(Lang.VERB_SETS, Lang.TASK_NAMES):
+            self.assertLessEqual(set(verbs), {v for v, n in seen if n == name}, name)
+        self.assertIn(("trace", "segmentation"), seen)
+        self.assertIn(("cut out", "segmentation"), seen)
+
+    def test_the_segmentation_answer_uses_the_task_name(self):
+        """The word the corpus teaches is the word a segmentation answer starts with."""
+        sample = T.FAMILIES["segmentation"](np.random.default_rng(2))
+        self.assertIn("segmentation results", sample.turns[0][1])
+
     def test_statements_fill_both_phrases_with_the_same_values(self):
         rng = np.random.default_rng(9)
         for _ in range(200):
