@@ -463,7 +463,9 @@ super link (`npm run model:train`; the recipe is in `docs/MODEL.md`;
   It has no text pretraining of its own, so a stage 4 (a departure) tunes it again on every family
   beside a small language corpus (`model/nano/language.py`), the stand-in for what Vicuna knows of
   English: statements that put synonyms in shared contexts ("To trace the discs is to outline them."),
-  whole synonym sets including the verbs, frames and list forms that the instruction data holds out.
+  whole synonym sets including the verbs, frames and list forms that the instruction data holds out,
+  and what each kind of task is called ("Anyone who wants to cut out every disc needs segmentation
+  results"), as an LLM that read about image processing knows.
   The corpus never phrases them as a request to the model, so the held-out figures below measure
   whether knowing a word carries over to instructions worded with it, as the paper's do.
 - Super link: routing tokens [DET] [SEG] [GRD] [POSE] [GEN] [EDIT]; {c['perception_queries']} queries for perception
