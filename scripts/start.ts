@@ -2,19 +2,13 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { generateApiKey, isApiKeyShape, newWebhookSecret } from "../functions/src/api-keys";
 import { buildWeb } from "./build-web";
-import {
-  persistDir,
-  persistentLocalSecret,
-  seedLocalState,
-  wranglerDevArgs,
-  wranglerEnv,
-  writeSecretsFile,
-} from "./wrangler";
+import { edgeArgs, persistDir, persistentLocalSecret, seedLocalState, writeSecretsFile } from "./wrangler";
 
 /**
  * `npm start`: the whole stack locally with the bundled model.
  * - the GPU runner (RUNNER_PORT, default 8788) with model/bundle (RUNNER_BUNDLE to change it);
- * - the edge under `wrangler dev` (PORT, default 8787) with local D1, KV, Durable Objects, R2;
+ * - the edge in workerd (scripts/edge.ts; PORT, default 8787) with local D1, KV, Durable Objects, R2,
+ *   Queues and the web chat's assets;
  * - D1 migrations applied, a local API key seeded (DEV_API_KEY, or a new one printed here).
  * Both are supervised: either one exiting unasked is restarted with backoff. Ctrl-C stops both.
  */
@@ -116,7 +110,7 @@ async function main(): Promise<void> {
   await seedLocalState({ persist, apiKey, webhookSecret, webhookSecretsKey });
   supervise(
     "edge",
-    wranglerDevArgs({
+    edgeArgs({
       port,
       persist,
       secretsFile: await writeSecretsFile(persist, {
@@ -136,7 +130,7 @@ async function main(): Promise<void> {
         ),
       },
     }),
-    wranglerEnv(),
+    process.env,
   );
   await Promise.all([
     waitFor(`http://127.0.0.1:${runnerPort}/readyz`, 120_000),

@@ -84,10 +84,9 @@ export async function seedLocalState(options: {
   }
 }
 
-/** `wrangler dev` on loopback with local storage; `vars` override wrangler.toml (secrets included). */
 /**
- * Secrets reach wrangler in a file only this user can read (`--env-file`), never on its command
- * line, where `ps` shows them to every local user.
+ * Secrets reach the edge in a file only this user can read, never on its command line, where `ps`
+ * shows them to every local user.
  */
 export async function writeSecretsFile(dir: string, secrets: Record<string, string>): Promise<string> {
   for (const [key, value] of Object.entries(secrets))
@@ -105,24 +104,45 @@ export async function writeSecretsFile(dir: string, secrets: Record<string, stri
   return file;
 }
 
-export function wranglerDevArgs(options: {
+export interface EdgeOptions {
   port: number;
+  /** Local state: the same layout as `wrangler dev --persist-to`. */
   persist: string;
+  /** Plain variables over wrangler.toml's [vars]. */
   vars: Record<string, string>;
-  secretsFile?: string;
-}): string[] {
+  /** A file of KEY=VALUE lines (mode 0600): secrets never travel on a command line. */
+  secretsFile?: string | undefined;
+  configPath?: string;
+}
+
+/** `KEY=VALUE` lines, as `writeSecretsFile` writes them. */
+export function parseSecrets(text: string): Record<string, string> {
+  const entries = text
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => {
+      const at = line.indexOf("=");
+      if (at <= 0) throw new Error("A secrets file holds KEY=VALUE lines.");
+      return [line.slice(0, at), line.slice(at + 1)] as const;
+    });
+  return Object.fromEntries(entries);
+}
+
+/**
+ * The command line that runs the local edge (scripts/edge.ts), for a supervisor (`npm start`) or a
+ * test. It lives here, apart from edge.ts: importing wrangler's and Miniflare's modules installs
+ * signal handlers that exit on SIGINT, which would cut `npm start`'s own shutdown of its children.
+ */
+export function edgeArgs(options: EdgeOptions): string[] {
   return [
-    WRANGLER,
-    "dev",
-    "--local",
-    "--ip",
-    "127.0.0.1",
+    "--import",
+    "tsx",
+    path.resolve("scripts/edge.ts"),
     "--port",
     String(options.port),
-    "--persist-to",
+    "--persist",
     options.persist,
-    "--show-interactive-dev-session=false",
-    ...Object.entries(options.vars).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
-    ...(options.secretsFile ? ["--env-file", options.secretsFile] : []),
+    ...Object.entries(options.vars).flatMap(([k, v]) => ["--var", `${k}=${v}`]),
+    ...(options.secretsFile ? ["--secrets-file", options.secretsFile] : []),
   ];
 }

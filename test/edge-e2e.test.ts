@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type Spawned, startStack } from "./helpers/processes";
 import { metric } from "./helpers/runner-client";
 
-/** End to end through `npm start`'s real processes: wrangler dev (workerd) in front of the runner. */
+/** End to end through `npm start`'s real processes: the edge in workerd (scripts/edge.ts) in front of the runner. */
 
 const bundle = process.env.TEST_BUNDLE ?? "model/bundle";
 const scene = readFileSync("test/fixtures/scene-detect.png").toString("base64");

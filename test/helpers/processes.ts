@@ -111,7 +111,8 @@ export async function startStack(
   };
 }
 
-/** Only the edge (wrangler dev), pointed at the given runners: for fault tests with fake runners. */
+/** Only the edge (scripts/edge.ts, as `npm start` runs it), pointed at the given runners: for fault
+ * tests with fake runners. */
 export async function startEdge(options: {
   runnerUrls: string;
   runnerSecret?: string;
@@ -120,9 +121,7 @@ export async function startEdge(options: {
   const { mkdtemp } = await import("node:fs/promises");
   const { tmpdir } = await import("node:os");
   const path = await import("node:path");
-  const { seedLocalState, wranglerDevArgs, wranglerEnv, writeSecretsFile } = await import(
-    "../../scripts/wrangler"
-  );
+  const { edgeArgs, seedLocalState, writeSecretsFile } = await import("../../scripts/wrangler");
   const port = await freePort();
   const persist = await mkdtemp(path.join(tmpdir(), "visionllm-edge-"));
   await seedLocalState({
@@ -131,10 +130,9 @@ export async function startEdge(options: {
     webhookSecret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
     webhookSecretsKey: WEBHOOK_SECRETS_KEY_FOR_TESTS,
   });
-  const env = wranglerEnv();
   const spawned = spawnProcess(
     "node",
-    wranglerDevArgs({
+    edgeArgs({
       port,
       persist,
       secretsFile: await writeSecretsFile(persist, {
@@ -147,7 +145,7 @@ export async function startEdge(options: {
         ...options.vars,
       },
     }),
-    Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => e[1] !== undefined)),
+    {},
   );
   const edge = `http://127.0.0.1:${port}`;
   await waitFor(`${edge}/healthz`, 120_000, spawned);

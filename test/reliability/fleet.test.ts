@@ -91,7 +91,7 @@ describe("a fleet of three runners", () => {
     const pending = [11, 12, 13, 14, 15, 16].map((s) => stream(edge.edge, edge.apiKey, s, 400));
     // The victim is the runner serving most of the six, read from the runners' running gauges while
     // they generate. Killing on a client's fourth event was flaky: the runners can finish all 400
-    // tokens before a client has read four events (or even its headers) through `wrangler dev`, and
+    // tokens before a client has read four events (or even its headers) through the edge, and
     // then no stream is cut. Once all six run, a moment more puts each past its first event, after
     // which the edge no longer fails over and must tell the client.
     const gauges = () => Promise.all(runners.map((r) => metric(r.url, "vllm:num_requests_running")));
