@@ -3,7 +3,7 @@ import path from "node:path";
 import { parseArgs } from "node:util";
 import { Miniflare } from "miniflare";
 import { unstable_getMiniflareWorkerOptions } from "wrangler";
-import { type EdgeOptions, parseSecrets, wrangler } from "./wrangler";
+import { type EdgeOptions, keyValue, parseSecrets, wrangler } from "./wrangler";
 
 /**
  * The edge Worker on loopback in the Workers runtime (workerd, through Miniflare), with wrangler.toml's
@@ -24,7 +24,7 @@ async function bundle(configPath: string, outdir: string): Promise<string> {
 }
 
 export async function startEdge(options: EdgeOptions): Promise<Miniflare> {
-  const configPath = options.configPath ?? "wrangler.toml";
+  const configPath = "wrangler.toml";
   const outdir = path.resolve(options.persist, "edge-build");
   const scriptPath = await bundle(configPath, outdir);
   const secrets = options.secretsFile ? parseSecrets(await readFile(options.secretsFile, "utf8")) : {};
@@ -50,17 +50,6 @@ export async function startEdge(options: EdgeOptions): Promise<Miniflare> {
   return edge;
 }
 
-/** `--var KEY=VALUE`, repeated. */
-function parseVars(values: string[]): Record<string, string> {
-  return Object.fromEntries(
-    values.map((value) => {
-      const at = value.indexOf("=");
-      if (at <= 0) throw new Error(`--var takes KEY=VALUE, not ${value}`);
-      return [value.slice(0, at), value.slice(at + 1)];
-    }),
-  );
-}
-
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -73,7 +62,7 @@ async function main(): Promise<void> {
   const edge = await startEdge({
     port: Number(values.port),
     persist: values.persist,
-    vars: parseVars(values.var),
+    vars: Object.fromEntries(values.var.map(keyValue)),
     secretsFile: values["secrets-file"],
   });
   console.log(`edge listening on http://127.0.0.1:${values.port}`);

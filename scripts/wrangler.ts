@@ -112,20 +112,23 @@ export interface EdgeOptions {
   vars: Record<string, string>;
   /** A file of KEY=VALUE lines (mode 0600): secrets never travel on a command line. */
   secretsFile?: string | undefined;
-  configPath?: string;
+}
+
+/** One `KEY=VALUE` pair (a secrets file's line, or `--var`'s value for the local edge). */
+export function keyValue(text: string): [string, string] {
+  const at = text.indexOf("=");
+  if (at <= 0) throw new Error("Expected KEY=VALUE pairs (a secrets file line, or --var).");
+  return [text.slice(0, at), text.slice(at + 1)];
 }
 
 /** `KEY=VALUE` lines, as `writeSecretsFile` writes them. */
 export function parseSecrets(text: string): Record<string, string> {
-  const entries = text
-    .split("\n")
-    .filter((line) => line.trim() !== "")
-    .map((line) => {
-      const at = line.indexOf("=");
-      if (at <= 0) throw new Error("A secrets file holds KEY=VALUE lines.");
-      return [line.slice(0, at), line.slice(at + 1)] as const;
-    });
-  return Object.fromEntries(entries);
+  return Object.fromEntries(
+    text
+      .split("\n")
+      .filter((line) => line.trim() !== "")
+      .map(keyValue),
+  );
 }
 
 /**

@@ -231,12 +231,17 @@ def two_of(rng: np.random.Generator, options: list[str]) -> tuple[str, str]:
     return options[int(i)], options[int(j)]
 
 
+def verb_object(rng: np.random.Generator, verbs: list[str]) -> str:
+    """What a verb of the set acts on: 'the violet discs', 'all of the people', 'every square'."""
+    n = G.pick(rng, G.PERSON_WORDS) if verbs is POSE_VERBS else noun(rng)
+    return G.pick(rng, [f"the {G.plural(n)}", f"all of the {G.plural(n)}", f"every {n}"])
+
+
 def verb_sentence(rng: np.random.Generator) -> str:
     verbs = VERB_SETS[int(rng.integers(len(VERB_SETS)))]
     a, b = two_of(rng, verbs)
     subject, pronoun = SUBJECTS[int(rng.integers(len(SUBJECTS)))]
-    n = G.pick(rng, G.PERSON_WORDS) if verbs is POSE_VERBS else noun(rng)
-    x = G.pick(rng, [f"the {G.plural(n)}", f"all of the {G.plural(n)}", f"every {n}"])
+    x = verb_object(rng, verbs)
     return G.pick(rng, VERB_USES).format(a=a, b=b, x=x, S=subject, s=pronoun)
 
 
@@ -244,8 +249,7 @@ def outcome_sentence(rng: np.random.Generator) -> str:
     """'The girl was asked to trace every disc, so she gave a mask for each one.'"""
     i = int(rng.integers(len(VERB_SETS)))
     subject, pronoun = SUBJECTS[int(rng.integers(len(SUBJECTS)))]
-    n = G.pick(rng, G.PERSON_WORDS) if VERB_SETS[i] is POSE_VERBS else noun(rng)
-    x = G.pick(rng, [f"the {G.plural(n)}", f"all of the {G.plural(n)}", f"every {n}"])
+    x = verb_object(rng, VERB_SETS[i])
     return G.pick(rng, OUTCOME_USES).format(
         v=G.pick(rng, VERB_SETS[i]), x=x, o=G.pick(rng, VERB_OUTCOMES[i]), S=subject, s=pronoun
     )
@@ -255,8 +259,7 @@ def task_sentence(rng: np.random.Generator) -> str:
     """'Anyone who wants to cut out every disc needs segmentation results.'"""
     i = int(rng.integers(len(VERB_SETS)))
     subject, pronoun = SUBJECTS[int(rng.integers(len(SUBJECTS)))]
-    n = G.pick(rng, G.PERSON_WORDS) if VERB_SETS[i] is POSE_VERBS else noun(rng)
-    x = G.pick(rng, [f"the {G.plural(n)}", f"all of the {G.plural(n)}", f"every {n}"])
+    x = verb_object(rng, VERB_SETS[i])
     return G.pick(rng, TASK_USES).format(v=G.pick(rng, VERB_SETS[i]), x=x, t=TASK_NAMES[i], S=subject, s=pronoun)
 
 
