@@ -32,6 +32,12 @@ import { setMetric } from "hono/timing";
 import { sha256Hex } from "./api-keys";
 import { cacheable, cacheKey, readCached, writeCached } from "./cache";
 import { type AppEnv, type Env, limitsOf, timed } from "./env";
+import {
+  PATIENT_HEAD_AFTER_MS,
+  PATIENT_HEARTBEAT_MS,
+  type PatientOptions,
+  patientJson,
+} from "./patient-json";
 import { type AssembledPrompt, assemblePrompt, runnerImages } from "./prompt";
 import type { Admission } from "./rate-limiter";
 import { ResponseBuilder, responseFrames, storeResponse } from "./responses";
@@ -640,7 +646,7 @@ async function answer(
   }
   const id = `chatcmpl-${requestId}`;
   if (flavor === "openai" && !request.stream)
-    return c.json(await collect(events, id, model, created), 200, headers);
+    return patientJson(collect(events, id, model, created), patience(c, headers, cancel));
   const frames =
     flavor === "native"
       ? nativeFrames(events)
@@ -651,6 +657,18 @@ async function answer(
           includeUsage: request.stream_options?.include_usage === true,
         });
   return sseResponse(frames, { pingMs: PING_MS, onCancel: cancel, headers });
+}
+
+/** How a non-streaming answer waits (patient-json.ts): a client that leaves stops the generation. */
+function patience(c: Context<AppEnv>, headers: Record<string, string>, onCancel: () => void): PatientOptions {
+  return {
+    headAfterMs: PATIENT_HEAD_AFTER_MS,
+    heartbeatMs: PATIENT_HEARTBEAT_MS,
+    headers,
+    onCancel,
+    signal: c.req.raw.signal,
+    requestId: c.get("requestId"),
+  };
 }
 
 /** /v1/responses: the same events as a Responses stream, or the finished response object. */
@@ -682,9 +700,12 @@ async function answerResponses(
   };
   const frames = responseFrames(events, builder, keep);
   if (!meta.stream) {
-    for await (const _ of frames);
-    if (builder.failure) throw failureOf(builder.failure);
-    return c.json(builder.response, 200, meta.headers);
+    const finished = (async () => {
+      for await (const _ of frames);
+      if (builder.failure) throw failureOf(builder.failure);
+      return builder.response;
+    })();
+    return patientJson(finished, patience(c, meta.headers, meta.onCancel));
   }
   return sseResponse(frames, { pingMs: PING_MS, onCancel: meta.onCancel, headers: meta.headers });
 }

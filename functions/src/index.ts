@@ -14,7 +14,8 @@ import { handleChat } from "./chat";
 import { allowedOrigin } from "./cors";
 import { type AppEnv, type Env, type JobMessage, timed } from "./env";
 import { cancelJob, consumeDeadLetters, consumeJobs, createJob, getJob, jobFile, listJobs } from "./jobs";
-import { describeError, logEvent } from "./log";
+import { logEvent } from "./log";
+import { asVisionError } from "./patient-json";
 import { retrieveResponse } from "./responses";
 import { modelCard, readyRunners } from "./runner-pool";
 import { consumeWebhooks, type DeliveryMessage, rotateWebhookSecret, webhookSecrets } from "./webhooks";
@@ -49,11 +50,7 @@ app.use(async (c, next) => {
 });
 
 app.onError((error, c) => {
-  const err = VisionLLMError.is(error)
-    ? error
-    : new VisionLLMError("internal_error", "The edge failed unexpectedly; the error was logged.");
-  if (!VisionLLMError.is(error))
-    logEvent("error", "edge error", { request_id: c.get("requestId"), error: describeError(error) });
+  const err = asVisionError(error, c.get("requestId"));
   for (const [k, v] of Object.entries(err.headers())) c.header(k, v);
   return c.json(err.toBody(), err.status as 400);
 });

@@ -4,14 +4,19 @@ import { freePort } from "../helpers/processes";
 
 /** Misbehaving runners for fault tests: they answer the model card, then fail in a chosen way. */
 
-export type Behaviour = "garbage" | "stall" | "half" | "ok" | "slow";
+export type Behaviour = "garbage" | "stall" | "half" | "half-slowly" | "ok" | "ok-slowly" | "slow";
 
-/** `answeredDigest`: the bundle digest the runner's answers claim (default: its card's). */
+/** How long the "-slowly" behaviours take: past the edge's head delay for non-streaming answers. */
+const SLOWLY_MS = 2500;
+
+/** `answeredDigest`: the bundle digest the runner's answers claim (default: its card's). `stopped`: when
+ * each "slow" answer ended because the edge went away (ms since the epoch). */
 export async function startFakeRunner(
   behaviour: Behaviour,
   answeredDigest: string = CARD.digest,
-): Promise<{ url: string; server: Server }> {
+): Promise<{ url: string; server: Server; stopped: number[] }> {
   const port = await freePort();
+  const stopped: number[] = [];
   const server = createServer((req, res) => {
     req.resume();
     req.on("end", () => {
@@ -23,26 +28,26 @@ export async function startFakeRunner(
       if (behaviour === "garbage") {
         res.write("event: text-delta\nid: 0\ndata: {not json at all\n\n");
         res.end("\u0000\u0001garbage\n\n");
-      } else if (behaviour === "half") {
+      } else if (behaviour === "half" || behaviour === "half-slowly") {
         res.write(
           'event: start\nid: 0\ndata: {"type":"start","sequence_number":0,"id":"x","model":"m","created":1}\n\n',
         );
         res.write(
           'event: text-delta\nid: 1\ndata: {"type":"text-delta","sequence_number":1,"delta":"Hel"}\n\n',
         );
-        setTimeout(() => res.destroy(), 100);
-      } else if (behaviour === "ok") {
+        setTimeout(() => res.destroy(), behaviour === "half" ? 100 : SLOWLY_MS);
+      } else if (behaviour === "ok" || behaviour === "ok-slowly") {
         const events = [
           { type: "start", sequence_number: 0, id: "x", model: "m", created: 1 },
           { type: "text-delta", sequence_number: 1, delta: "Hello." },
           { type: "usage", sequence_number: 2, prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 },
           { type: "done", sequence_number: 3, finish_reason: "stop" },
         ];
-        res.end(
-          events
-            .map((e) => `event: ${e.type}\nid: ${e.sequence_number}\ndata: ${JSON.stringify(e)}\n\n`)
-            .join(""),
+        const frames = events.map(
+          (e) => `event: ${e.type}\nid: ${e.sequence_number}\ndata: ${JSON.stringify(e)}\n\n`,
         );
+        res.write(frames[0]);
+        setTimeout(() => res.end(frames.slice(1).join("")), behaviour === "ok" ? 0 : SLOWLY_MS);
       } else if (behaviour === "slow") {
         // A long answer, one token every 100 ms, until the edge goes away.
         res.write(
@@ -54,7 +59,10 @@ export async function startFakeRunner(
           res.write(`event: text-delta\nid: ${n}\ndata: ${JSON.stringify(event)}\n\n`);
           n++;
         }, 100);
-        res.on("close", () => clearInterval(tick));
+        res.on("close", () => {
+          clearInterval(tick);
+          stopped.push(Date.now());
+        });
       } else {
         res.write(
           'event: start\nid: 0\ndata: {"type":"start","sequence_number":0,"id":"x","model":"m","created":1}\n\n',
@@ -64,5 +72,5 @@ export async function startFakeRunner(
     });
   });
   await new Promise<void>((resolve) => server.listen(port, "127.0.0.1", resolve));
-  return { url: `http://127.0.0.1:${port}`, server };
+  return { url: `http://127.0.0.1:${port}`, server, stopped };
 }

@@ -1,5 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { readEventStream, type StreamEvent } from "@visionllm/protocol";
+import OpenAI from "openai";
 import { afterAll, describe, expect, it } from "vitest";
 import { type Spawned, startEdge, startRunner, startStack } from "../helpers/processes";
 import { type Behaviour, startFakeRunner } from "./fake-runner";
@@ -125,6 +126,77 @@ describe("faults", () => {
       await new Promise((r) => setTimeout(r, 500));
     }
   }, 120_000);
+
+  for (const path of ["/v1/chat/completions", "/v1/responses"]) {
+    it(`a client that gives up on a stream: false call at ${path} stops the runner's work within 2 s`, async () => {
+      const fake = await startFakeRunner("slow");
+      started.push({ stop: async () => fake.server.close() });
+      const edge = await startEdge({ runnerUrls: fake.url });
+      started.push(edge);
+      const controller = new AbortController();
+      const body =
+        path === "/v1/responses"
+          ? { model: "visionllm-v2-nano", input: "Hello!", stream: false }
+          : { model: "visionllm-v2-nano", messages: [{ role: "user", content: "Hello!" }], stream: false };
+      const call = fetch(`${edge.edge}${path}`, {
+        method: "POST",
+        signal: controller.signal,
+        headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
+        body: JSON.stringify(body),
+      }).then((response) => response.text());
+      call.catch(() => undefined);
+      await new Promise((r) => setTimeout(r, 1500));
+      controller.abort();
+      const gaveUpAt = Date.now();
+      while (fake.stopped.length === 0 && Date.now() - gaveUpAt < 10_000)
+        await new Promise((r) => setTimeout(r, 50));
+      record({ suite: "faults", cases: 1, hanging: fake.stopped.length === 0 ? 1 : 0 });
+      expect(fake.stopped.length, "the runner was still generating 10 s after the client left").toBe(1);
+      expect((fake.stopped[0] ?? Infinity) - gaveUpAt).toBeLessThan(2000);
+    }, 60_000);
+  }
+
+  it("a stream: false answer that outlasts the head delay still parses as JSON", async () => {
+    const fake = await startFakeRunner("ok-slowly");
+    started.push({ stop: async () => fake.server.close() });
+    const edge = await startEdge({ runnerUrls: fake.url });
+    started.push(edge);
+    const response = await fetch(`${edge.edge}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "visionllm-v2-nano", messages: [{ role: "user", content: "Hello!" }] }),
+    });
+    expect(response.status).toBe(200);
+    const text = await response.text();
+    expect(text).toMatch(/^ +\{/);
+    expect(JSON.parse(text)).toMatchObject({
+      object: "chat.completion",
+      choices: [{ message: { content: "Hello." } }],
+    });
+    // The openai client (which asks for gzip) reads the same answer.
+    const client = new OpenAI({ baseURL: `${edge.edge}/v1`, apiKey: edge.apiKey, maxRetries: 0 });
+    const completion = await client.chat.completions.create({
+      model: "visionllm-v2-nano",
+      messages: [{ role: "user", content: "Hello!" }],
+    });
+    expect(completion.choices[0]?.message.content).toBe("Hello.");
+  }, 60_000);
+
+  it("a stream: false answer whose runner dies after the head delay ends in an error object, retryable", async () => {
+    const fake = await startFakeRunner("half-slowly");
+    started.push({ stop: async () => fake.server.close() });
+    const edge = await startEdge({ runnerUrls: fake.url });
+    started.push(edge);
+    const response = await fetch(`${edge.edge}/v1/chat/completions`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ model: "visionllm-v2-nano", messages: [{ role: "user", content: "Hello!" }] }),
+    });
+    expect(response.status).toBe(200);
+    expect(JSON.parse(await response.text())).toMatchObject({
+      error: { code: "runner_unavailable", retryable: true, retry_after_seconds: expect.any(Number) },
+    });
+  }, 60_000);
 
   it("a real runner killed mid-stream: the client gets an error event and a clean end", async () => {
     const runner: Spawned & { url: string } = await startRunner({ RUNNER_BUNDLE: bundle });
