@@ -3,6 +3,7 @@ tokenizer -> three-stage training -> ONNX export -> golden references -> evaluat
 
     /usr/bin/python3 -m model.nano.pipeline [--config full|smoke] [--minutes 90] [--out DIR]
         [--experts model/experts/experts.pt] [--expert-minutes 25] [--instruction-minutes 0]
+        [--language-minutes 0]
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def main() -> None:
         default=0.0,
         help="stage 4: instruction tuning beside the language corpus (0: none); resumable on its own",
     )
+    parser.add_argument(
+        "--language-minutes",
+        type=float,
+        default=0.0,
+        help="stage 0-language: the LLM pretrained alone on the language corpus first (0: none)",
+    )
     parser.add_argument("--out", default="model/.runs/full", help="work folder: checkpoints, logs")
     parser.add_argument("--bundle", default=None, help="where to write the bundle (default: model/bundle for full)")
     parser.add_argument("--eval-scenes", type=int, default=500)
@@ -135,7 +142,7 @@ def main() -> None:
         tok = widen_run(args.out, tok, sizes[1], 400 if smoke else 6000)
     base = SMOKE if smoke else Config()
     cfg = Config(**{**base.to_dict(), "vocab_size": tok.size})
-    recipe = smoke_recipe() if smoke else full_recipe(args.minutes, args.instruction_minutes)
+    recipe = smoke_recipe() if smoke else full_recipe(args.minutes, args.instruction_minutes, args.language_minutes)
     if args.again:
         again_from_last_stage(os.path.join(args.out, "checkpoint.pt"), len(recipe.stages))
     started = time.time()

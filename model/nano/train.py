@@ -1,7 +1,9 @@
 """Three-stage training (paper's recipe, shrunk), one task family per batch, losses summed unweighted.
 
 Stage 0 (pretrain.py) trains the vision encoder and the perception and pose experts standalone; they
-arrive here pretrained and the vision encoder stays frozen.
+arrive here pretrained and the vision encoder stays frozen. With `language_minutes`, stage "0-language"
+pretrains the LLM alone on the language corpus first (Vicuna's place: it arrives knowing what words
+mean before it learns to route), and the corpus stays in the mix of the stages that tune the LLM.
 Stage 1 "chat": projector, region encoder, LLM and super-link projections on questions, regions, chat,
 and the link's alignment to the experts' phrase encoder on perception requests (no decoder runs).
 Stage 2 "multi-capacity": every decoder's losses join; experts tuned lightly (low LR).
@@ -79,15 +81,33 @@ INSTRUCTION_FAMILIES = {
 }
 
 
-def full_recipe(minutes: float = 90, instruction_minutes: float = 0) -> Recipe:
+# Stage 0-language: text only, so a step is cheap and the batch can be larger.
+LANGUAGE_STAGE = {"batch_size": 32, "lr": 1e-3}
+
+
+def full_recipe(minutes: float = 90, instruction_minutes: float = 0, language_minutes: float = 0) -> Recipe:
     # The experts arrive pretrained (stage 0), so stage 1 teaches the LLM to chat and to say what the
     # experts' phrase encoder said (the link alignment needs no decoder run, so it is cheap); stage 2
     # adds the decoders' own losses end to end; stage 3 tunes links, queries and decoders alone.
+    # A pretrained LLM keeps reading the corpus while it learns to route, so that what it knows of
+    # words is not tuned away by instructions that use only some of them.
+    language = {"language": 0.1} if language_minutes > 0 else {}
+    pretraining = [
+        Stage(
+            "0-language",
+            {"language": 1.0},
+            100_000,
+            language_minutes,
+            {"llm": LANGUAGE_STAGE["lr"]},
+            batch_size=LANGUAGE_STAGE["batch_size"],
+        )
+    ]
     return Recipe(
         [
+            *(pretraining if language_minutes > 0 else []),
             Stage(
                 "1-chat",
-                {"questions": 0.35, "region": 0.2, "chat": 0.05, "multi_turn": 0.1, **PERCEPTION_FAMILIES},
+                {"questions": 0.35, "region": 0.2, "chat": 0.05, "multi_turn": 0.1, **PERCEPTION_FAMILIES, **language},
                 20000,
                 minutes * 0.4,
                 {"encoders": 1e-3, "llm": 1e-3, "queries": 1e-3, "links": 1e-3},
@@ -100,6 +120,7 @@ def full_recipe(minutes: float = 90, instruction_minutes: float = 0) -> Recipe:
                     "chat": 0.02,
                     "multi_turn": 0.05,
                     **{k: v * 0.6 for k, v in DECODER_FAMILIES.items()},
+                    **language,
                 },
                 20000,
                 minutes * 0.5,
