@@ -161,6 +161,7 @@ def smoke_recipe() -> Recipe:
     fams = {k: 1.0 for k in T.FAMILIES}
     return Recipe(
         [
+            Stage("0-language", {"language": 1.0}, 2, 5, {"llm": LANGUAGE_STAGE["lr"]}, batch_size=2),
             Stage(
                 "1-chat",
                 {"questions": 1.0, "chat": 1.0, "detection": 1.0, "pose": 1.0},

@@ -2,7 +2,7 @@
 
 import unittest
 
-from model.nano.train import INSTRUCTION_FAMILIES, full_recipe
+from model.nano.train import INSTRUCTION_FAMILIES, full_recipe, smoke_recipe
 
 
 class RecipeTest(unittest.TestCase):
@@ -24,6 +24,10 @@ class RecipeTest(unittest.TestCase):
             if "llm" in stage.lr:
                 self.assertIn("language", stage.families, stage.name)
         self.assertEqual(stages[-1].families, INSTRUCTION_FAMILIES)
+
+    def test_the_smoke_recipe_runs_every_stage_the_full_one_can(self):
+        full = [s.name for s in full_recipe(100, 80, 20).stages]
+        self.assertEqual([s.name for s in smoke_recipe().stages], full)
 
 
 if __name__ == "__main__":
