@@ -156,8 +156,9 @@ describe("faults", () => {
     }, 60_000);
   }
 
-  it("a stream: false answer that outlasts the head delay still parses as JSON", async () => {
-    const fake = await startFakeRunner("ok-slowly");
+  /** An edge in front of a fake runner, and a plain `stream: false` completion through it. */
+  async function nonStreamingThrough(behaviour: Behaviour) {
+    const fake = await startFakeRunner(behaviour);
     started.push({ stop: async () => fake.server.close() });
     const edge = await startEdge({ runnerUrls: fake.url });
     started.push(edge);
@@ -166,6 +167,11 @@ describe("faults", () => {
       headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
       body: JSON.stringify({ model: "visionllm-v2-nano", messages: [{ role: "user", content: "Hello!" }] }),
     });
+    return { edge, response };
+  }
+
+  it("a stream: false answer that outlasts the head delay still parses as JSON", async () => {
+    const { edge, response } = await nonStreamingThrough("ok-slowly");
     expect(response.status).toBe(200);
     const text = await response.text();
     expect(text).toMatch(/^ +\{/);
@@ -183,15 +189,7 @@ describe("faults", () => {
   }, 60_000);
 
   it("a stream: false answer whose runner dies after the head delay ends in an error object, retryable", async () => {
-    const fake = await startFakeRunner("half-slowly");
-    started.push({ stop: async () => fake.server.close() });
-    const edge = await startEdge({ runnerUrls: fake.url });
-    started.push(edge);
-    const response = await fetch(`${edge.edge}/v1/chat/completions`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${edge.apiKey}`, "content-type": "application/json" },
-      body: JSON.stringify({ model: "visionllm-v2-nano", messages: [{ role: "user", content: "Hello!" }] }),
-    });
+    const { response } = await nonStreamingThrough("half-slowly");
     expect(response.status).toBe(200);
     expect(JSON.parse(await response.text())).toMatchObject({
       error: { code: "runner_unavailable", retryable: true, retry_after_seconds: expect.any(Number) },
