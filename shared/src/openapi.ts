@@ -18,6 +18,10 @@ import { PROTOCOL_HEADER, PROTOCOL_VERSION } from "./version";
 
 const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
 
+/** How a non-streaming answer that takes a while is sent (functions/src/patient-json.ts). */
+const LATE_JSON =
+  " Without stream, an answer not ready within a second starts at once: spaces (valid before JSON) every 250 ms, then the JSON; a failure after that start is the error object, with status 200.";
+
 function schema(s: z.ZodType, io: "input" | "output"): Record<string, unknown> {
   const json = z.toJSONSchema(s, { target: "draft-2020-12", io, unrepresentable: "any" }) as Record<
     string,
@@ -127,7 +131,7 @@ const PATHS: Record<string, unknown> = {
         "200": jsonOrStream(
           "ChatCompletion",
           "ChatCompletionChunk",
-          "A completion, or with stream=true an SSE stream of chunks ending in `data: [DONE]`.",
+          `A completion, or with stream=true an SSE stream of chunks ending in \`data: [DONE]\`.${LATE_JSON}`,
         ),
         ...errorResponses,
       },
@@ -167,7 +171,8 @@ const PATHS: Record<string, unknown> = {
         "200": jsonOrStream(
           "Response",
           "ResponseStreamEvent",
-          "The response, or with stream=true its typed events (`event:` is the type; every event has a sequence_number).",
+          "The response, or with stream=true its typed events (`event:` is the type; every event has a sequence_number)." +
+            LATE_JSON,
         ),
         ...errorResponses,
       },
