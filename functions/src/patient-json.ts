@@ -33,13 +33,14 @@ export async function patientJson(work: Promise<unknown>, options: PatientOption
     (body) => ({ ok: true, body }),
     (error: unknown) => ({ ok: false, error: asVisionError(error, options.requestId) }),
   );
-  const early = await Promise.race([outcome, delay(options.headAfterMs)]);
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const headDue = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), options.headAfterMs);
+  });
+  const early = await Promise.race([outcome, headDue]);
+  clearTimeout(timer); // a quick answer leaves no timer behind in the request's context
   if (early) return finished(early, options.headers);
   return heartbeating(outcome, options);
-}
-
-function delay(ms: number): Promise<undefined> {
-  return new Promise((resolve) => setTimeout(() => resolve(undefined), ms));
 }
 
 function finished(outcome: Outcome, headers: Record<string, string>): Response {
