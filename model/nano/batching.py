@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from . import contract as C
 from . import tasks as T
 from . import world as W
-from .model import Config, VisionLLMv2Nano, normalize_image
+from .model import Config, VisionLLMv2Nano, from_numpy, normalize_image
 from .tokenizer import Tokenizer
 
 ROUTING_KINDS = list(C.ROUTING)
@@ -82,9 +82,9 @@ def collate(tok: Tokenizer, cfg: Config, samples: list[T.Sample]) -> Batch:
     for s in samples:
         if s.image is not None:
             image_of_sample.append(len(image_rows))
-            image_rows.append(torch.from_numpy(s.image))
+            image_rows.append(from_numpy(s.image))
             for r in s.regions:
-                regions.append(torch.from_numpy(r.astype(np.float32))[None])
+                regions.append(from_numpy(r.astype(np.float32))[None])
                 region_image.append(len(image_rows) - 1)
         else:
             image_of_sample.append(-1)
@@ -171,7 +171,7 @@ def weighted_lm_loss(logits: torch.Tensor, targets: torch.Tensor, routing_ids: l
 
 def downsample_image(image: np.ndarray, res: int) -> torch.Tensor:
     """uint8 [H,W,3] -> [3,res,res] in [-1,1] (area average): the generator's pixel space."""
-    x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 127.5 - 1
+    x = from_numpy(image).permute(2, 0, 1).float()[None] / 127.5 - 1
     return F.adaptive_avg_pool2d(x, res)[0]
 
 

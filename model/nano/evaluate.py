@@ -567,7 +567,7 @@ def load_trained(bundle: str, run_dir: str) -> tuple[VisionLLMv2Nano, Tokenizer]
     with open(os.path.join(bundle, "manifest.json")) as f:
         cfg = Config(**{k: tuple(v) if isinstance(v, list) else v for k, v in json.load(f)["config"].items()})
     model = VisionLLMv2Nano(cfg)
-    model.load_state_dict(torch.load(os.path.join(run_dir, "checkpoint.pt"))["model"])
+    model.load_state_dict(torch.load(os.path.join(run_dir, "checkpoint.pt"), map_location="cpu")["model"])
     round_for_export(model)
     return model.eval(), Tokenizer.load(os.path.join(bundle, "tokenizer.json"))
 

@@ -492,6 +492,12 @@ IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 
 
+def from_numpy(array) -> torch.Tensor:
+    """torch.from_numpy on the default device. A run with --device cuda sets the default device
+    (torch.set_default_device), which every factory function follows but from_numpy does not."""
+    return torch.from_numpy(array).to(torch.empty(0).device)
+
+
 def normalize_image(images_uint8: torch.Tensor) -> torch.Tensor:
     """[B,H,W,3] uint8 -> [B,3,H,W] float, (x/255 - mean) / std, as the manifest states."""
     x = images_uint8.permute(0, 3, 1, 2).float() / 255.0

@@ -9,6 +9,7 @@ tokenizer -> three-stage training -> ONNX export -> golden references -> evaluat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
 
@@ -62,7 +63,7 @@ def widen_run(out: str, tok: Tokenizer, size: int, samples: int = 6000) -> Token
     wide = train_bpe(texts + corpus, size, start=tok)
     checkpoint = os.path.join(out, "checkpoint.pt")
     if os.path.exists(checkpoint):
-        saved = torch.load(checkpoint)
+        saved = torch.load(checkpoint, map_location="cpu")
         weights = saved["model"]
         embed, head = weights["llm.embed_tokens.weight"], weights["llm.lm_head.weight"]
         pieces = [tok.encode(wide.decode([i])) for i in range(tok.size, wide.size)]
@@ -78,12 +79,26 @@ def widen_run(out: str, tok: Tokenizer, size: int, samples: int = 6000) -> Token
 def again_from_last_stage(checkpoint: str, stages: int) -> None:
     """Sets a finished run's checkpoint back to the start of its last stage (stage 4, instructions),
     keeping the weights and the loss history, so that the stage runs once more."""
-    saved = torch.load(checkpoint)
+    saved = torch.load(checkpoint, map_location="cpu")
     if saved["state"]["stage"] < stages:
         raise SystemExit(f"{checkpoint} has not finished its stages yet: run without --again to resume it")
     saved["state"] = {"stage": stages - 1, "step": 0, "history": saved["state"]["history"], "elapsed": 0.0}
     saved["optimizer"] = None
     torch.save(saved, checkpoint)
+
+
+@contextlib.contextmanager
+def training_device(device: str):
+    """Tensors made during training land on `device` (the recipe's code makes them with the default
+    device); the CPU needs nothing set, so torch 1.13 (Debian's) runs the default unchanged."""
+    if device == "cpu":
+        yield
+        return
+    torch.set_default_device(device)
+    try:
+        yield
+    finally:
+        torch.set_default_device("cpu")
 
 
 def main() -> None:
@@ -112,6 +127,11 @@ def main() -> None:
     )
     parser.add_argument("--expert-minutes", type=float, default=25.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where stages 0-language to 4 train (cuda: a GPU; needs torch 2); export and evaluation run on the CPU",
+    )
     parser.add_argument(
         "--again",
         action="store_true",
@@ -146,7 +166,9 @@ def main() -> None:
     if args.again:
         again_from_last_stage(os.path.join(args.out, "checkpoint.pt"), len(recipe.stages))
     started = time.time()
-    model = train(args.out, cfg, recipe, tok, experts)
+    with training_device(args.device):
+        model = train(args.out, cfg, recipe, tok, experts)
+    model = model.cpu()
     print(f"training took {(time.time() - started) / 60:.1f} min")
     import json
 

@@ -26,7 +26,7 @@ from . import tasks as T
 from . import world as W
 from .experts import PerceptionExpert, PhraseEncoder, PoseExpert, cell_centres
 from .losses import box_loss, centre_focal, mask_loss
-from .model import SMOKE, Config, VisionEncoder, normalize_image
+from .model import SMOKE, Config, VisionEncoder, from_numpy, normalize_image
 
 GRID = 16
 KP_GRID = 32
@@ -40,7 +40,7 @@ KEYPOINT_PHRASES = [k.replace("_", " ") for k in W.KEYPOINTS]
 
 def centre_heat(boxes: list[tuple[float, float, float, float]], grid: int = GRID) -> np.ndarray:
     """CenterNet targets [grid*grid]: 1 at the cell holding each box centre, a Gaussian around it."""
-    centres = cell_centres(grid).numpy() * W.SIZE
+    centres = cell_centres(grid).cpu().numpy() * W.SIZE
     heat = np.zeros(grid * grid, dtype=np.float32)
     for x0, y0, x1, y1 in boxes:
         cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -56,7 +56,7 @@ def box_targets(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per cell, the cxcywh of the object whose Gaussian is strongest there, and a weight (the Gaussian
     where it is at least 0.5: cells near a centre learn its box, so the peak's neighbours agree)."""
-    centres = cell_centres(grid).numpy() * W.SIZE
+    centres = cell_centres(grid).cpu().numpy() * W.SIZE
     target = np.zeros((grid * grid, 4), dtype=np.float32)
     best = np.full(grid * grid, -np.inf, dtype=np.float32)
     for x0, y0, x1, y1 in boxes:
@@ -151,17 +151,17 @@ def perception_loss(
     expert: PerceptionExpert, feats, rows: torch.Tensor, emb: torch.Tensor, targets: list[PerceptionTarget]
 ) -> torch.Tensor:
     logits, boxes = expert.heads(feats, rows, emb)
-    heat = torch.from_numpy(np.stack([t.heat for t in targets]))
+    heat = from_numpy(np.stack([t.heat for t in targets]))
     loss = 2 * centre_focal(logits, heat)
     return loss + box_loss(
         boxes,
-        torch.from_numpy(np.stack([t.box for t in targets])),
-        torch.from_numpy(np.stack([t.box_weight for t in targets])),
+        from_numpy(np.stack([t.box for t in targets])),
+        from_numpy(np.stack([t.box_weight for t in targets])),
     )
 
 
 def foreground_loss(expert: PerceptionExpert, feats, foreground: np.ndarray) -> torch.Tensor:
-    return mask_loss(feats[1], torch.from_numpy(foreground))
+    return mask_loss(feats[1], from_numpy(foreground))
 
 
 def pose_loss(
@@ -173,19 +173,19 @@ def pose_loss(
     targets: list[PoseTarget],
 ) -> torch.Tensor:
     logits, boxes, reg, heat = expert.heads(feats, rows, person, keypoints)
-    loss = 2 * centre_focal(logits, torch.from_numpy(np.stack([t.heat for t in targets])))
+    loss = 2 * centre_focal(logits, from_numpy(np.stack([t.heat for t in targets])))
     loss = loss + box_loss(
         boxes,
-        torch.from_numpy(np.stack([t.box for t in targets])),
-        torch.from_numpy(np.stack([t.box_weight for t in targets])),
+        from_numpy(np.stack([t.box for t in targets])),
+        from_numpy(np.stack([t.box_weight for t in targets])),
     )
     loss = loss + centre_focal(
-        heat.flatten(0, 1), torch.from_numpy(np.stack([t.kp_heat for t in targets])).flatten(0, 1)
+        heat.flatten(0, 1), from_numpy(np.stack([t.kp_heat for t in targets])).flatten(0, 1)
     ) / len(W.KEYPOINTS)
     n_idx = [n for n, t in enumerate(targets) for _ in t.centre_cells]
     if n_idx:
         cells = torch.tensor([c for t in targets for c in t.centre_cells])
-        truth = torch.from_numpy(np.concatenate([t.keypoints for t in targets if len(t.centre_cells)]))
+        truth = from_numpy(np.concatenate([t.keypoints for t in targets if len(t.centre_cells)]))
         idx = torch.tensor(n_idx)
         r = reg[idx, cells]  # [M,K,2]
         refined, _ = expert.refine(r[:, None], heat[idx])
@@ -274,11 +274,11 @@ class Experts(nn.Module):
         self.color_probe = nn.Linear(c.vit_dim, 6)
 
     def losses(self, batch: ExpertBatch) -> dict[str, torch.Tensor]:
-        pixels = normalize_image(torch.from_numpy(batch.images))
+        pixels = normalize_image(from_numpy(batch.images))
         _, levels = self.vision(pixels)
         last = levels[:, -1]
-        probe = F.cross_entropy(self.kind_probe(last).flatten(0, 1), torch.from_numpy(batch.kinds).flatten())
-        probe = probe + F.cross_entropy(self.color_probe(last).flatten(0, 1), torch.from_numpy(batch.colors).flatten())
+        probe = F.cross_entropy(self.kind_probe(last).flatten(0, 1), from_numpy(batch.kinds).flatten())
+        probe = probe + F.cross_entropy(self.color_probe(last).flatten(0, 1), from_numpy(batch.colors).flatten())
         emb = self.phrases(batch.phrases)
         base = self.perception.backbone(pixels, levels)
         feats = self.perception.features(pixels, levels, base)
@@ -374,12 +374,12 @@ def evaluate_experts(experts: Experts, scenes: int = 300, seed: int = EVAL_SEED)
     for _ in range(scenes):
         scene = W.sample_scene(rng)
         image, masks = W.render(scene)
-        pixels = normalize_image(torch.from_numpy(image)[None])
+        pixels = normalize_image(from_numpy(image)[None])
         _, levels = experts.vision(pixels)
         kinds, colors = patch_labels(scene, masks)
         fg = kinds > 0
-        pk = experts.kind_probe(levels[0, -1]).argmax(-1).numpy()
-        pc = experts.color_probe(levels[0, -1]).argmax(-1).numpy()
+        pk = experts.kind_probe(levels[0, -1]).argmax(-1).cpu().numpy()
+        pc = experts.color_probe(levels[0, -1]).argmax(-1).cpu().numpy()
         probe_ok += int(((pk == kinds) & (pc == colors))[fg].sum())
         probe_n += int(fg.sum())
         cats = sorted({T.random_category(rng, scene, 0.6) for _ in range(3)})
@@ -404,9 +404,9 @@ def evaluate_experts(experts: Experts, scenes: int = 300, seed: int = EVAL_SEED)
                 if best is not None:
                     used.add(best)
                     mask = (
-                        F.interpolate(pm[j : j + 1, q : q + 1], size=W.SIZE, mode="bilinear", align_corners=False)[
-                            0, 0
-                        ].numpy()
+                        F.interpolate(pm[j : j + 1, q : q + 1], size=W.SIZE, mode="bilinear", align_corners=False)[0, 0]
+                        .cpu()
+                        .numpy()
                         > 0
                     )
                     ious.append((mask & masks[best]).sum() / max(1, (mask | masks[best]).sum()))

@@ -370,7 +370,7 @@ def start_from_experts(model: VisionLLMv2Nano, experts_path: str, log=print) -> 
     model.perception_decoder.load_state_dict(experts.perception.state_dict())
     model.pose_decoder.load_state_dict(experts.pose.state_dict())
     log(f"experts loaded from {experts_path}")
-    teacher = experts.phrases.eval()
+    teacher = experts.phrases.to(torch.empty(0).device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
@@ -384,7 +384,7 @@ def train(out_dir: str, cfg: Config, recipe: Recipe, tok: Tokenizer, experts_pat
     state = {"stage": 0, "step": 0, "history": [], "elapsed": 0.0}
     teacher = start_from_experts(model, experts_path, log)
     if os.path.exists(ckpt_path):
-        saved = torch.load(ckpt_path)
+        saved = torch.load(ckpt_path, map_location="cpu")
         model.load_state_dict(saved["model"])
         state = saved["state"]
         log(f"resuming from stage {state['stage'] + 1} step {state['step']}")
@@ -392,7 +392,7 @@ def train(out_dir: str, cfg: Config, recipe: Recipe, tok: Tokenizer, experts_pat
         stage = recipe.stages[si]
         optimizer = make_optimizer(model, stage)
         if os.path.exists(ckpt_path) and state["stage"] == si and state["step"] > 0:
-            saved = torch.load(ckpt_path)
+            saved = torch.load(ckpt_path, map_location="cpu")
             if saved.get("optimizer"):
                 optimizer.load_state_dict(saved["optimizer"])
         stream = torch.utils.data.DataLoader(
