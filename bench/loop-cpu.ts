@@ -1,11 +1,12 @@
 import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { renderChat } from "@visionllm/protocol";
-import { createBackend, float32, type HostTensor, int64, type Session } from "../gpu-runner/src/backend/onnx";
+import { createBackend, type Session } from "../gpu-runner/src/backend/onnx";
 import { loadBundle } from "../gpu-runner/src/bundle/load";
 import { ImageFeatureCache } from "../gpu-runner/src/engine/feature-cache";
 import { generate } from "../gpu-runner/src/model/generate";
 import { VisionLLM } from "../gpu-runner/src/model/visionllm";
+import { bareDecodeFeeds } from "./bare-decode";
 
 /**
  * `npm run bench:loop-cpu`: where the runner's decode loop spends its time beside the graph, in CPU
@@ -105,17 +106,7 @@ async function bareLoop(): Promise<() => Promise<number>> {
     ),
   ).length;
   const capacity = Math.ceil((positions + tokens) / 64) * 64;
-  const feeds: Record<string, HostTensor> = {
-    inputs_embeds: float32(model.tableRows("embed_tokens", [0]), [1, 1, model.dim]),
-    attention_mask: int64(new BigInt64Array(capacity).fill(1n), [1, capacity]),
-    position_ids: int64(new BigInt64Array([BigInt(positions)]), [1, 1]),
-  };
-  for (let layer = 0; layer < m.config.llm_layers; layer++)
-    for (const part of ["key", "value"])
-      feeds[`past_key_values.${layer}.${part}`] = float32(
-        new Float32Array(model.heads * capacity * model.headDim).fill(0.01),
-        [1, model.heads, capacity, model.headDim],
-      );
+  const feeds = bareDecodeFeeds(model, model.tableRows("embed_tokens", [0]), positions, capacity);
   await session.run(feeds);
   return async () => {
     const t0 = cpuMs();

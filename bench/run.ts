@@ -2,13 +2,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { parseArgs } from "node:util";
 import { renderChat } from "@visionllm/protocol";
-import {
-  createBackend,
-  float32,
-  type HostTensor,
-  int64,
-  type Provider,
-} from "../gpu-runner/src/backend/onnx";
+import { createBackend, type Provider } from "../gpu-runner/src/backend/onnx";
 import { loadBundle } from "../gpu-runner/src/bundle/load";
 import { DecodeBatcher } from "../gpu-runner/src/engine/batcher";
 import { ImageFeatureCache } from "../gpu-runner/src/engine/feature-cache";
@@ -17,6 +11,7 @@ import { type GenerateInput, generate } from "../gpu-runner/src/model/generate";
 import { prepareImage } from "../gpu-runner/src/model/prompt";
 import { VisionLLM } from "../gpu-runner/src/model/visionllm";
 import { startStack } from "../test/helpers/processes";
+import { bareDecodeFeeds } from "./bare-decode";
 import { openTransformersJs, type TransformersJsLoop } from "./transformers-js";
 
 /**
@@ -165,17 +160,7 @@ async function bareDecodeLoop(ids: number[], one: Float32Array) {
   if (model.decodePath !== "llm_decode" || !decodeGraph) return undefined;
   const session = await model.backend.createSession(decodeGraph, "llm_decode (bare loop)");
   const capacity = Math.ceil((ids.length + decodeTokens) / 64) * 64;
-  const feeds: Record<string, HostTensor> = {
-    inputs_embeds: float32(one, [1, 1, model.dim]),
-    attention_mask: int64(new BigInt64Array(capacity).fill(1n), [1, capacity]),
-    position_ids: int64(new BigInt64Array([BigInt(ids.length)]), [1, 1]),
-  };
-  for (let layer = 0; layer < m.config.llm_layers; layer++)
-    for (const part of ["key", "value"])
-      feeds[`past_key_values.${layer}.${part}`] = float32(
-        new Float32Array(model.heads * capacity * model.headDim).fill(0.01),
-        [1, model.heads, capacity, model.headDim],
-      );
+  const feeds = bareDecodeFeeds(model, one, ids.length, capacity);
   await session.run(feeds);
   return {
     capacity,
