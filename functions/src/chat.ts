@@ -32,12 +32,7 @@ import { setMetric } from "hono/timing";
 import { sha256Hex } from "./api-keys";
 import { cacheable, cacheKey, readCached, writeCached } from "./cache";
 import { type AppEnv, type Env, limitsOf, timed } from "./env";
-import {
-  PATIENT_HEAD_AFTER_MS,
-  PATIENT_HEARTBEAT_MS,
-  type PatientOptions,
-  patientJson,
-} from "./patient-json";
+import { type PatientOptions, patientJson } from "./patient-json";
 import { type AssembledPrompt, assemblePrompt, runnerImages } from "./prompt";
 import type { Admission } from "./rate-limiter";
 import { ResponseBuilder, responseFrames, storeResponse } from "./responses";
@@ -662,8 +657,6 @@ async function answer(
 /** How a non-streaming answer waits (patient-json.ts): a client that leaves stops the generation. */
 function patience(c: Context<AppEnv>, headers: Record<string, string>, onCancel: () => void): PatientOptions {
   return {
-    headAfterMs: PATIENT_HEAD_AFTER_MS,
-    heartbeatMs: PATIENT_HEARTBEAT_MS,
     headers,
     onCancel,
     signal: c.req.raw.signal,

@@ -1,5 +1,5 @@
-import { VisionLLMError } from "@visionllm/protocol";
-import { describeError, logEvent } from "./log";
+import type { VisionLLMError } from "@visionllm/protocol";
+import { asVisionError } from "./log";
 
 /**
  * A JSON answer that may take a while: a `stream: false` generation. Ready within `headAfterMs`, it is
@@ -14,8 +14,9 @@ import { describeError, logEvent } from "./log";
  * with `retryable` and `retry_after_seconds` in it.
  */
 export interface PatientOptions {
-  headAfterMs: number;
-  heartbeatMs: number;
+  /** Defaults: PATIENT_HEAD_AFTER_MS, PATIENT_HEARTBEAT_MS (tests shorten them). */
+  headAfterMs?: number;
+  heartbeatMs?: number;
   headers: Record<string, string>;
   /** Fires once the client is gone (request aborted or body cancelled): stop the work. */
   onCancel: () => void;
@@ -23,8 +24,8 @@ export interface PatientOptions {
   requestId: string;
 }
 
-export const PATIENT_HEAD_AFTER_MS = 1000;
-export const PATIENT_HEARTBEAT_MS = 250;
+const PATIENT_HEAD_AFTER_MS = 1000;
+const PATIENT_HEARTBEAT_MS = 250;
 
 type Outcome = { ok: true; body: unknown } | { ok: false; error: VisionLLMError };
 
@@ -35,7 +36,7 @@ export async function patientJson(work: Promise<unknown>, options: PatientOption
   );
   let timer: ReturnType<typeof setTimeout> | null = null;
   const headDue = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), options.headAfterMs);
+    timer = setTimeout(() => resolve(undefined), options.headAfterMs ?? PATIENT_HEAD_AFTER_MS);
   });
   const early = await Promise.race([outcome, headDue]);
   clearTimeout(timer); // a quick answer leaves no timer behind in the request's context
@@ -72,7 +73,7 @@ function heartbeating(outcome: Promise<Outcome>, options: PatientOptions): Respo
         } catch {
           leave(); // the stream is gone: the client left
         }
-      }, options.heartbeatMs);
+      }, options.heartbeatMs ?? PATIENT_HEARTBEAT_MS);
       void outcome.then((result) => {
         if (timer !== undefined) clearInterval(timer);
         if (gone) return;
@@ -96,11 +97,4 @@ function heartbeating(outcome: Promise<Outcome>, options: PatientOptions): Respo
     headers: { ...options.headers, "content-type": "application/json", "content-encoding": "identity" },
     encodeBody: "manual",
   });
-}
-
-/** What the edge's error handler would answer for `error`, logging anything unexpected. */
-export function asVisionError(error: unknown, requestId: string): VisionLLMError {
-  if (VisionLLMError.is(error)) return error;
-  logEvent("error", "edge error", { request_id: requestId, error: describeError(error) });
-  return new VisionLLMError("internal_error", "The edge failed unexpectedly; the error was logged.");
 }

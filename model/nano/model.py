@@ -492,10 +492,15 @@ IMAGE_MEAN = (0.5, 0.5, 0.5)
 IMAGE_STD = (0.5, 0.5, 0.5)
 
 
+def default_device() -> torch.device:
+    """Where factory functions put new tensors: the CPU, or the GPU a run with --device cuda set
+    (torch.set_default_device; torch 1.13 has no getter for it)."""
+    return torch.empty(0).device
+
+
 def from_numpy(array) -> torch.Tensor:
-    """torch.from_numpy on the default device. A run with --device cuda sets the default device
-    (torch.set_default_device), which every factory function follows but from_numpy does not."""
-    return torch.from_numpy(array).to(torch.empty(0).device)
+    """torch.from_numpy on the default device, which every factory function follows but from_numpy does not."""
+    return torch.from_numpy(array).to(default_device())
 
 
 def normalize_image(images_uint8: torch.Tensor) -> torch.Tensor:

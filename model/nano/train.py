@@ -32,7 +32,7 @@ from . import losses as L
 from . import pretrain as P
 from . import tasks as T
 from .experts import PhraseEncoder
-from .model import Config, VisionLLMv2Nano
+from .model import Config, VisionLLMv2Nano, default_device
 from .tokenizer import Tokenizer
 
 
@@ -95,19 +95,23 @@ def full_recipe(minutes: float = 90, instruction_minutes: float = 0, language_mi
     # corpus); measured, a tenth let the corpus loss climb from 0.70 to 1.11 in 170 steps.
     language = {"language": 0.1} if language_minutes > 0 else {}
     chat_language = {"language": 0.2} if language_minutes > 0 else {}
-    pretraining = [
-        Stage(
-            "0-language",
-            {"language": 1.0},
-            100_000,
-            language_minutes,
-            {"llm": LANGUAGE_STAGE["lr"]},
-            batch_size=LANGUAGE_STAGE["batch_size"],
-        )
-    ]
+    pretraining = (
+        [
+            Stage(
+                "0-language",
+                {"language": 1.0},
+                100_000,
+                language_minutes,
+                {"llm": LANGUAGE_STAGE["lr"]},
+                batch_size=LANGUAGE_STAGE["batch_size"],
+            )
+        ]
+        if language_minutes > 0
+        else []
+    )
     return Recipe(
         [
-            *(pretraining if language_minutes > 0 else []),
+            *pretraining,
             Stage(
                 "1-chat",
                 {
@@ -370,7 +374,7 @@ def start_from_experts(model: VisionLLMv2Nano, experts_path: str, log=print) -> 
     model.perception_decoder.load_state_dict(experts.perception.state_dict())
     model.pose_decoder.load_state_dict(experts.pose.state_dict())
     log(f"experts loaded from {experts_path}")
-    teacher = experts.phrases.to(torch.empty(0).device).eval()
+    teacher = experts.phrases.to(default_device()).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
